@@ -156,3 +156,29 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((tmp_path / "digits-none" / runs.METRICS_FILE).read_text())
     assert metrics["config"]["strategy"] == "mirrored" and metrics["test_accuracy"] > 0.5
+
+
+BLOCKER = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('tensorflow_privacy', 'cleverhans', 'tenseal'):
+            raise ImportError('blocked for the test: ' + name)
+sys.meta_path.insert(0, Block())
+sys.argv = ['pipeline.train'] + sys.argv[1:]
+import runpy
+runpy.run_module('pipeline.train', run_name='__main__')
+"""
+
+
+def test_unprotected_training_runs_without_the_protection_libraries(tmp_path):
+    # As on a Jetson with NVIDIA's TensorFlow build: evaluations that need a missing
+    # library are skipped with the package named, and the trained run is kept.
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCKER, "--epochs", "2", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((tmp_path / "digits-none" / runs.METRICS_FILE).read_text())
+    assert "tensorflow-empirical-privacy" in metrics["membership_inference"]["skipped"]
