@@ -227,14 +227,16 @@ class Client:
         """Parameters and public evaluation keys (public, relinearisation, Galois); no secret key."""
         return self._context.serialize(save_secret_key=False)
 
-    def key_sizes_bytes(self) -> dict:
-        """Serialised size of each public key, as sent to the server."""
+    def key_sizes_bytes(self, public_context: bytes) -> dict:
+        """Serialised size of each public key within `public_context` (from public_context())."""
         bare = len(self._context.serialize(False, False, False, False))
-        return {
+        sizes = {
             "public": len(self._context.serialize(True, False, False, False)) - bare,
-            "galois": len(self._context.serialize(False, False, True, False)) - bare,
             "relin": len(self._context.serialize(False, False, False, True)) - bare,
         }
+        # The Galois keys dominate (tens of MB); derived instead of serialised once more.
+        sizes["galois"] = len(public_context) - bare - sizes["public"] - sizes["relin"]
+        return sizes
 
     def encrypt(self, images: np.ndarray) -> list[bytes]:
         """Encrypts up to `batch_size` images: one ciphertext per input feature.

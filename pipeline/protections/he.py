@@ -190,7 +190,7 @@ def evaluate_encrypted(model, x: np.ndarray, y: np.ndarray, params: he.CKKSParam
         "ciphertext_bytes": int(ciphertext_bytes),
         "request_bytes_per_image": int(request_bytes / len(x)),
         "response_bytes_per_image": int(response_bytes / len(x)),
-        "keys_bytes": client.key_sizes_bytes(),
+        "keys_bytes": client.key_sizes_bytes(public_context),
         "public_context_bytes": len(public_context),
         "keygen_seconds": round(keygen_seconds, 3),
         **params.to_dict(),
