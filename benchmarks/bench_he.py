@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline import data, he, models  # noqa: E402
 from pipeline.errors import run_cli  # noqa: E402
-from pipeline.protections.he import HEOptions, _int_list  # noqa: E402
+from pipeline.protections.he import HEOptions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 # The shared data folder sits next to the main checkout, or next to a worktree's parent.
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=str(default_dir) if default_dir else None)
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--poly-modulus-degree", type=int, default=d.poly_modulus_degree)
-    p.add_argument("--coeff-mod-bit-sizes", type=_int_list, default=d.coeff_mod_bit_sizes)
+    p.add_argument("--coeff-mod-bit-sizes", default=d.coeff_mod_bit_sizes)
     p.add_argument("--global-scale-bits", type=int, default=d.global_scale_bits)
     p.add_argument("--he-hidden-units", type=int, default=d.he_hidden_units)
     args = p.parse_args(argv)

@@ -87,6 +87,23 @@ def test_run_records_the_formats_keys_and_128_bit_parameters(he_run):
     assert prot["server_holds_secret_key"] is False
 
 
+def test_finished_he_run_is_not_evaluated_again(he_run):
+    from pipeline.config import TrainConfig
+    from pipeline.protections.he import HEOptions
+    from pipeline.train import train
+
+    run_dir, metrics = he_run
+    cfg = TrainConfig(
+        dataset="digits",
+        prot="he",
+        epochs=12,
+        out=str(run_dir.parent),
+        evaluations=("none",),
+        options=HEOptions(he_samples=128),
+    )
+    assert train(cfg)["protection"] == metrics["protection"]
+
+
 def test_deployed_model_is_the_one_evaluated_encrypted(he_run):
     run_dir, metrics = he_run
     import tensorflow as tf

@@ -35,8 +35,9 @@ class HEOptions:
 
     Attributes:
       poly_modulus_degree: CKKS ring degree N (power of two, 1024..32768); N/2 slots.
-      coeff_mod_bit_sizes: modulus chain, first to special prime; its total bits must give
-        128-bit security at N (HE standard), and it needs 5 primes for the network's depth.
+      coeff_mod_bit_sizes: modulus chain in bits, comma-separated, first to special prime; its
+        total must give 128-bit security at N (HE standard), and the network's depth needs 5
+        primes. A string, so that the run's config.json compares equal when the run resumes.
       global_scale_bits: log2 of the encoding scale; more bits are more precise.
       he_hidden_units: width of the squared hidden layer, a power of two <= N/2. Wider learns
         more but packs fewer images per ciphertext (N/2 / width).
@@ -44,13 +45,12 @@ class HEOptions:
     """
 
     poly_modulus_degree: int = 8192
-    coeff_mod_bit_sizes: tuple[int, ...] = (50, 35, 35, 35, 50)
+    coeff_mod_bit_sizes: str = "50,35,35,35,50"
     global_scale_bits: int = 35
     he_hidden_units: int = models.HE_HIDDEN_UNITS
     he_samples: int = DEFAULT_SAMPLES
 
     def __post_init__(self):
-        object.__setattr__(self, "coeff_mod_bit_sizes", tuple(self.coeff_mod_bit_sizes))
         params = self.params  # validates the scheme and its security
         if self.he_hidden_units < 1 or self.he_hidden_units & (self.he_hidden_units - 1):
             raise UsageError(
@@ -64,7 +64,7 @@ class HEOptions:
     @property
     def params(self) -> he.CKKSParams:
         return he.CKKSParams(
-            self.poly_modulus_degree, self.coeff_mod_bit_sizes, self.global_scale_bits
+            self.poly_modulus_degree, _int_list(self.coeff_mod_bit_sizes), self.global_scale_bits
         )
 
 
@@ -95,9 +95,8 @@ class HEProtection(Protection):
         )
         parser.add_argument(
             "--coeff-mod-bit-sizes",
-            type=_int_list,
             default=None,
-            help=f"comma-separated, default {','.join(map(str, d.coeff_mod_bit_sizes))}",
+            help=f"comma-separated bits, default {d.coeff_mod_bit_sizes}",
         )
         parser.add_argument(
             "--global-scale-bits", type=int, default=None, help=f"default {d.global_scale_bits}"
@@ -216,7 +215,7 @@ def evaluate_encrypted(model, x: np.ndarray, y: np.ndarray, params: he.CKKSParam
 
 def _int_list(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
+        return tuple(int(part) for part in str(text).split(",") if part.strip())
     except ValueError:
         raise UsageError(
             f"Expected comma-separated integers such as 50,35,35,35,50, got {text!r}"
