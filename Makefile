@@ -9,6 +9,8 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum
 # Variables passed to `python -m pipeline.train` when set.
 TRAIN_VARS := DATASET PROT MODEL EPOCHS BATCH_SIZE LEARNING_RATE SEED DATA_DIR OUT RUN_NAME \
 	VAL_FRACTION TRAIN_SAMPLES STRATEGY REPLICAS DEVICE EVALUATIONS
+# PROT=he (docs/he.md)
+TRAIN_VARS += POLY_MODULUS_DEGREE COEFF_MOD_BIT_SIZES GLOBAL_SCALE_BITS HE_HIDDEN_UNITS HE_SAMPLES
 
 lower = $(shell echo '$(1)' | tr 'A-Z_' 'a-z-')
 flags = $(foreach v,$(1),$(if $(value $(v)),--$(call lower,$(v)) $(value $(v))))
@@ -54,3 +56,7 @@ bench-train: venv
 
 clean:
 	rm -rf runs results report exports
+
+.PHONY: bench-he
+bench-he: venv
+	$(PY) benchmarks/bench_he.py $(call flags,DATASET DATA_DIR EPOCHS POLY_MODULUS_DEGREE COEFF_MOD_BIT_SIZES GLOBAL_SCALE_BITS HE_HIDDEN_UNITS)

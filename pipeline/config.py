@@ -22,7 +22,8 @@ class TrainConfig:
     Attributes:
       dataset: one of pipeline.data.DATASETS.
       prot: one of pipeline.protections.PROTECTIONS ("none" trains unprotected).
-      model: "mlp" or "cnn"; empty picks the data set's default (cnn for cifar10).
+      model: one of pipeline.models.MODELS; empty picks the protection's model if it has one
+        (he_mlp for PROT=he), else the data set's default (cnn for cifar10).
       epochs: full passes over the training split, >= 1 (50 in the reference experiments).
       batch_size: examples per step, >= 1.
       learning_rate: > 0; Adam's for unprotected training, SGD's under DP.
@@ -86,9 +87,13 @@ class TrainConfig:
 
     @property
     def model_name(self) -> str:
-        from pipeline import data
+        from pipeline import data, protections
 
-        return self.model or data.get_spec(self.dataset).default_model
+        return (
+            self.model
+            or protections.get(self.prot).default_model
+            or data.get_spec(self.dataset).default_model
+        )
 
     @property
     def run_dir(self) -> Path:

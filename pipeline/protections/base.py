@@ -27,6 +27,8 @@ class Protection:
 
     name = "none"
     dp_ready_model = False
+    # The model an empty MODEL selects for this protection; "" follows the data set.
+    default_model = ""
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
