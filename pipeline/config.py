@@ -7,6 +7,7 @@ same names as the fields (`batch_size`).
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,8 @@ class TrainConfig:
             if dataclasses.is_dataclass(self.options)
             else self.options
         )
-        return d
+        # As JSON reads it back (tuples become lists), so a saved config compares equal.
+        return json.loads(json.dumps(d))
 
 
 # Fields that may change between a run and its resumption without changing what is trained.
