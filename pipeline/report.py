@@ -67,10 +67,11 @@ class Cell:
     text: str
     missing: bool = False  # text is the reason the value is absent
     title: str = ""  # detail shown on hover in the page
+    span: int = 1  # columns the cell covers in the page; Markdown repeats it
 
 
-def missing(reason: str) -> Cell:
-    return Cell(reason, missing=True)
+def missing(reason: str, span: int = 1) -> Cell:
+    return Cell(reason, missing=True, span=span)
 
 
 @dataclasses.dataclass
@@ -142,7 +143,7 @@ def protection_table(coll: Collection, dataset: str) -> Table:
         found = [r for r in collect.runs_of(coll, dataset, prot) if r.finished]
         if not found:
             reason = collect.missing_run_reason(coll, dataset, prot)
-            rows.append([Cell(prot), *[missing(reason)] * (len(columns) - 1)])
+            rows.append([Cell(prot), missing(reason, span=len(columns) - 1)])
             continue
         for run in found:
             rows.append([Cell(prot), Cell(run.device), *_protection_cells(coll, run, attacks)])
@@ -245,7 +246,7 @@ def inference_table(coll: Collection, dataset: str) -> Table:
     columns = collect.board_columns(coll)
     headers = [f"{d} · {t}" + (f" ({b})" if b else "") for d, t, b in columns]
     rows = []
-    for prot in collect.protections(coll):
+    for prot in collect.protections(coll) if columns else []:
         row = [Cell(prot)]
         for column in columns:
             found = collect.board_result(coll, dataset, prot, column)
@@ -295,7 +296,7 @@ def he_table(coll: Collection) -> Table:
         found = [r for r in collect.runs_of(coll, dataset, "he") if r.finished]
         if not found:
             reason = collect.missing_run_reason(coll, dataset, "he")
-            rows.append([Cell(dataset), *[missing(reason)] * (len(columns) - 1)])
+            rows.append([Cell(dataset), missing(reason, span=len(columns) - 1)])
         for run in found:
             rows.append(
                 [Cell(dataset), Cell(run.device), *_he_cells(run.metrics.get("protection") or {})]
@@ -362,7 +363,7 @@ def cost_table(coll: Collection) -> Table:
         baseline = compare.baseline_for(run, coll.runs)
         if baseline is None:
             reason = collect.missing_run_reason(coll, run.dataset, compare.BASELINE)
-            rows.append([*head, *[missing(f"baseline {reason}")] * (len(columns) - 3)])
+            rows.append([*head, missing(f"baseline {reason}", span=len(columns) - 3)])
             continue
         cost = compare.cost_of(run, baseline)
         gains = cost.gains_pp
@@ -562,14 +563,15 @@ _DEFINITIONS = [
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto;
-       max-width: 1280px; padding: 0 1rem; color: #1a1a1a; line-height: 1.45; }
+       max-width: 1600px; padding: 0 1rem; color: #1a1a1a; line-height: 1.45; }
 h1 { margin-bottom: .2rem; } h2 { margin-top: 2.2rem; border-bottom: 1px solid #ccc; }
 .summary { color: #444; } nav a { margin-right: 1rem; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #444; font-size: .92rem; max-width: 70rem; }
 .table-wrap { overflow-x: auto; margin: .6rem 0 1.4rem; }
 table { border-collapse: collapse; font-size: .85rem; }
-th, td { border: 1px solid #ccc; padding: .25rem .5rem; text-align: right; white-space: nowrap; }
+th, td { border: 1px solid #ccc; padding: .25rem .5rem; text-align: left; white-space: nowrap; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
 th { background: #f2f2f2; white-space: normal; max-width: 9rem; vertical-align: bottom; } td:first-child, th:first-child { text-align: left; }
 td.missing { color: #777; font-style: italic; text-align: center; background: #fafafa; }
 .swatch { display: inline-block; width: .8rem; height: .8rem; margin-right: .35rem;
@@ -613,6 +615,9 @@ def render_html(report: Report) -> str:
     return "\n".join(out) + "\n"
 
 
+_NUMERIC_START = set("0123456789+-≈−")
+
+
 def _html_table(table: Table) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
     body = []
@@ -620,8 +625,12 @@ def _html_table(table: Table) -> str:
         cells = []
         for i, cell in enumerate(row):
             attrs = ' class="missing"' if cell.missing else ""
+            if not cell.missing and cell.text[:1] in _NUMERIC_START:
+                attrs = ' class="num"'
             if cell.title:
                 attrs += f' title="{html.escape(cell.title)}"'
+            if cell.span > 1:
+                attrs += f' colspan="{cell.span}"'
             text = html.escape(cell.text)
             if i == 0 and not cell.missing and table.columns[0] == "protection":
                 color = charts.protection_color(cell.text)
@@ -663,8 +672,11 @@ def _markdown_table(table: Table) -> list[str]:
     lines.append("| " + " | ".join(esc(c) for c in table.columns) + " |")
     lines.append("|" + "|".join(" --- " for _ in table.columns) + "|")
     for row in table.rows:
+        cells = [c for c in row for _ in range(c.span)]
         lines.append(
-            "| " + " | ".join(f"_{esc(c.text)}_" if c.missing else esc(c.text) for c in row) + " |"
+            "| "
+            + " | ".join(f"_{esc(c.text)}_" if c.missing else esc(c.text) for c in cells)
+            + " |"
         )
     return lines + [""]
 
