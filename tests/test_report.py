@@ -6,7 +6,7 @@ import subprocess
 import pytest
 import report_fixtures as fx
 
-from pipeline import charts
+from pipeline import charts, collect
 from pipeline.errors import run_cli
 from pipeline.report import main
 
@@ -225,3 +225,29 @@ def test_page_loads_in_headless_chromium_with_every_image_decoded(rendered, tmp_
     console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line]
     assert not console, console
     assert "Protections on digits" in proc.stdout
+
+
+def test_runs_of_one_configuration_on_two_machines_sit_side_by_side(tmp_path):
+    from pipeline import report
+
+    paths = fx.build(tmp_path)
+    jetson = fx.metrics("digits", "none", device="jetson-nano")
+    jetson["train_seconds"] = 300.0
+    fx.write(paths["runs"] / "jetson" / "digits-none" / "metrics.json", jetson)
+    fx.write(
+        paths["runs"] / "jetson" / "digits-none" / "history.json", fx.history("digits", "none")
+    )
+    coll = collect.collect(paths["runs"], paths["exports"], paths["results"])
+
+    table = report.protection_table(coll, "digits")
+    none_rows = [row for row in table.rows if row[0].text == "none"]
+    trained_on = table.columns.index("trained on")
+    training_time = table.columns.index("training time")
+    assert sorted((r[trained_on].text, r[training_time].text) for r in none_rows) == [
+        ("cpu-2core", "12.5 s"),
+        ("jetson-nano", "5.0 min"),
+    ]
+    fig = charts.training_time(coll)
+    ticks = [t.get_text() for t in fig.axes[1].get_xticklabels()]
+    assert ticks == ["cpu-2core", "jetson-nano"]
+    charts.plt.close(fig)
