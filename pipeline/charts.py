@@ -39,7 +39,7 @@ _FIXED_COLORS = {
 _SPARE_COLORS = ("#56b4e9", "#f0e442", "#8c564b", "#17becf", "#7f7f7f")
 _GAIN_MARKERS = {"robustness": "o", "privacy": "^", "poisoning": "D"}
 _GAIN_TEXT = {
-    "robustness": "robust accuracy (strongest attack)",
+    "robustness": "robust accuracy (PGD, smallest ε)",
     "privacy": "membership-inference advantage, reduced",
     "poisoning": "accuracy under poisoning, vs unfiltered",
 }

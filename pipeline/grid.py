@@ -305,8 +305,9 @@ def invoke(command: str | Path, argv: list[str]) -> tuple[int, str]:
         captured.write(f"{type(exc).__name__}: {exc}\n")
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
-    lines = [line for line in captured.getvalue().splitlines() if line.strip()]
-    return code, (lines[-1].strip() if lines and code else "")
+    lines = [line.strip() for line in captured.getvalue().splitlines() if line.strip()]
+    message = lines[-1].removeprefix("error: ") if lines and code else ""
+    return code, message
 
 
 class _Tee(io.TextIOBase):

@@ -52,7 +52,7 @@ _CAPTIONS = {
         "5. Cost of protection",
         "Each protected run against the unprotected run of its data set: left, change in "
         "clean test accuracy; right, training-time ratio; up, what the protection buys "
-        "(robust accuracy under the strongest common attack, reduction of the "
+        "(robust accuracy under PGD at the smallest ε both were evaluated at, reduction of the "
         "membership-inference advantage, accuracy regained under poisoning). HE is absent: "
         "it protects inference inputs, see the HE table.",
     ),
@@ -196,10 +196,12 @@ def _protection_cells(coll: Collection, run: Run, attacks: list[str]) -> list[Ce
 
     if run.prot == "anomaly":
         removed = prot_metrics.get("removed_count")
+        # Precision and recall are measured on injected records; without any they mean nothing.
+        injected = prot_metrics.get("injected_count")
         parts = [
             f"{k} {prot_metrics[k]:.2f}"
             for k in ("precision", "recall")
-            if _num(prot_metrics.get(k))
+            if _num(prot_metrics.get(k)) and _num(injected) and injected > 0
         ]
         text = f"{removed}" + (f" ({', '.join(parts)})" if parts else "")
         cells.append(
