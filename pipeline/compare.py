@@ -73,8 +73,11 @@ def cost_of(run: Run, baseline: Run) -> Cost:
     if _is_num(mia.get("attacker_advantage")) and _is_num(mia_base.get("attacker_advantage")):
         gains["privacy"] = 100 * (mia_base["attacker_advantage"] - mia["attacker_advantage"])
 
-    unfiltered = (m.get("protection") or {}).get("unfiltered") or {}
-    if _is_num(unfiltered.get("test_accuracy")):
+    # Without injected records, filtered against unfiltered measures only the filter's cost.
+    prot = m.get("protection") or {}
+    unfiltered = prot.get("unfiltered") or {}
+    injected = prot.get("injected_count")
+    if _is_num(unfiltered.get("test_accuracy")) and _is_num(injected) and injected > 0:
         gains["poisoning"] = 100 * (m["test_accuracy"] - unfiltered["test_accuracy"])
 
     ratio = m["train_seconds"] / b["train_seconds"] if b["train_seconds"] > 0 else None

@@ -487,12 +487,21 @@ def machines_table(coll: Collection) -> Table:
 
 
 def grid_table(coll: Collection) -> Table:
-    steps = [s for s in coll.grid_steps if s.get("status") not in ("done", "skipped")]
-    columns = ["step", "data set", "protection", "target", "status", "message"]
+    """Steps that did not complete, one row per step, target and message (runs listed)."""
+    grouped: dict[tuple, list[str]] = {}
+    for s in coll.grid_steps:
+        if s.get("status") in ("done", "skipped"):
+            continue
+        run = str(s.get("run") or "")
+        # Messages name their run's folders; without the name, one message covers all runs.
+        message = str(s.get("message") or "").removeprefix("error: ")
+        message = message.replace(run, "<run>") if run else message
+        key = (*(str(s.get(k) or "") for k in ("step", "target", "status")), message)
+        grouped.setdefault(key, []).append(run)
+    columns = ["step", "target", "status", "runs", "message"]
     rows = [
-        [Cell(str(s.get(k) or "")) for k in ("step", "dataset", "prot", "target", "status")]
-        + [Cell(str(s.get("message") or ""))]
-        for s in steps
+        [Cell(step), Cell(target), Cell(status), Cell(", ".join(names)), Cell(message)]
+        for (step, target, status, message), names in grouped.items()
     ]
     return Table("Grid steps that did not complete", columns, rows)
 
@@ -574,6 +583,7 @@ figcaption { color: #444; font-size: .92rem; max-width: 70rem; }
 table { border-collapse: collapse; font-size: .85rem; }
 th, td { border: 1px solid #ccc; padding: .25rem .5rem; text-align: left; white-space: nowrap; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.long { white-space: normal; min-width: 24rem; }
 th { background: #f2f2f2; white-space: normal; max-width: 9rem; vertical-align: bottom; } td:first-child, th:first-child { text-align: left; }
 td.missing { color: #777; font-style: italic; text-align: center; background: #fafafa; }
 .swatch { display: inline-block; width: .8rem; height: .8rem; margin-right: .35rem;
@@ -629,6 +639,8 @@ def _html_table(table: Table) -> str:
             attrs = ' class="missing"' if cell.missing else ""
             if not cell.missing and cell.text[:1] in _NUMERIC_START:
                 attrs = ' class="num"'
+            elif not cell.missing and len(cell.text) > 60:
+                attrs = ' class="long"'
             if cell.title:
                 attrs += f' title="{html.escape(cell.title)}"'
             if cell.span > 1:
