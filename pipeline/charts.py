@@ -250,7 +250,7 @@ def training_time(coll: Collection) -> Figure:
                         reason = "not run on this device"
                     _missing_mark(ax, x, reason)
                     continue
-                seconds = run.metrics["train_seconds"]
+                seconds = compare.training_seconds(run.metrics)
                 seconds_drawn.append(seconds)
                 ax.bar(x, seconds, width * 0.92, color=protection_color(prot), gid=_gid(prot))
                 ax.annotate(

@@ -44,6 +44,16 @@ def robust_accuracies(metrics: dict) -> dict[str, float]:
     return out
 
 
+def training_seconds(metrics: dict) -> float:
+    """Epoch time plus the time a protection spends on the data before training.
+
+    The anomaly filter scores the training set before the first epoch
+    (protection.filter_seconds); that is part of what the protection costs.
+    """
+    extra = (metrics.get("protection") or {}).get("filter_seconds")
+    return float(metrics["train_seconds"]) + (float(extra) if _is_num(extra) else 0.0)
+
+
 def baseline_for(run: Run, runs: list[Run]) -> Run | None:
     """The finished unprotected run of the same data set, preferring the same training device."""
     candidates = [r for r in runs if r.finished and r.prot == BASELINE and r.dataset == run.dataset]
@@ -80,7 +90,8 @@ def cost_of(run: Run, baseline: Run) -> Cost:
     if _is_num(unfiltered.get("test_accuracy")) and _is_num(injected) and injected > 0:
         gains["poisoning"] = 100 * (m["test_accuracy"] - unfiltered["test_accuracy"])
 
-    ratio = m["train_seconds"] / b["train_seconds"] if b["train_seconds"] > 0 else None
+    base_seconds = training_seconds(b)
+    ratio = training_seconds(m) / base_seconds if base_seconds > 0 else None
     return Cost(
         run=run,
         baseline=baseline,

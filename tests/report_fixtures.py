@@ -83,6 +83,7 @@ PROTECTION_METRICS = {
         "precision": 0.81,
         "recall": 0.75,
         "clean_lost": 7,
+        "filter_seconds": 2.0,
         "unfiltered": {"test_accuracy": 0.9111},
     },
     "he": {
