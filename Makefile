@@ -18,7 +18,7 @@ flags = $(foreach v,$(1),$(if $(value $(v)),--$(call lower,$(v)) $(value $(v))))
 .PHONY: help venv demo test lint format train bench-train clean
 
 help:
-	@echo "make demo                      train on the bundled digits set (creates .venv)"
+	@echo "make demo                      the whole experiment on the bundled digits set, ending with report/index.html"
 	@echo "make test                      run the test suite (creates .venv)"
 	@echo "make train DATASET=mnist PROT=none EPOCHS=50"
 	@echo "make bench-train               pipeline.train epoch time against a bare model.fit"
@@ -35,8 +35,8 @@ $(STAMP): requirements.lock pyproject.toml
 
 venv: $(STAMP)
 
-demo: venv
-	$(PY) -m pipeline.train --dataset digits --epochs 20 $(call flags,$(filter-out DATASET EPOCHS,$(TRAIN_VARS)))
+# The whole experiment on the bundled digits set, ending with report/index.html.
+demo: demo-grid
 
 test: venv
 	$(PY) -m ruff check .
@@ -60,3 +60,22 @@ clean:
 .PHONY: bench-he
 bench-he: venv
 	$(PY) benchmarks/bench_he.py $(call flags,DATASET DATA_DIR EPOCHS POLY_MODULUS_DEGREE COEFF_MOD_BIT_SIZES GLOBAL_SCALE_BITS HE_HIDDEN_UNITS)
+
+# --- the whole experiment and its report (docs/report.md) ---------------------------------
+# make grid DATASETS="mnist cifar10" PROTS="none dp adv adv-retrain anomaly he" EPOCHS=50
+# Every TRAIN_VARS variable but DATASET, PROT and RUN_NAME is passed to every run.
+GRID_VARS := DATASETS PROTS TARGETS STEPS EXPORTS RESULTS REPORT BENCH_LIMIT
+DEMO_PROTS ?= none dp adv adv-retrain anomaly he
+DEMO_EPOCHS ?= 10
+
+.PHONY: grid report demo-grid
+
+grid: venv
+	$(PY) -m pipeline.grid $(call flags,$(GRID_VARS)) $(call flags,$(filter-out DATASET PROT RUN_NAME,$(TRAIN_VARS)))
+
+report: venv
+	$(PY) -m pipeline.report $(if $(OUT),--runs $(OUT)) $(call flags,RUNS EXPORTS RESULTS REPORT)
+
+# The grid on the bundled digits set, a few minutes on a 2-core CPU, ending with report/index.html.
+demo-grid: venv
+	$(PY) -m pipeline.grid --datasets digits --prots $(DEMO_PROTS) --epochs $(DEMO_EPOCHS) $(call flags,$(filter-out DATASETS PROTS EPOCHS,$(GRID_VARS))) $(call flags,$(filter-out DATASET PROT RUN_NAME EPOCHS,$(TRAIN_VARS)))
