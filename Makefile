@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum
 # Variables passed to `python -m pipeline.train` when set.
 TRAIN_VARS := DATASET PROT MODEL EPOCHS BATCH_SIZE LEARNING_RATE SEED DATA_DIR OUT RUN_NAME \
 	VAL_FRACTION TRAIN_SAMPLES STRATEGY REPLICAS DEVICE EVALUATIONS
+# PROT=anomaly (docs/anomaly.md)
+TRAIN_VARS += FILTER FEATURES CONTAMINATION SCORE_THRESHOLD N_ESTIMATORS INJECT INJECT_RATE \
+	OOD_SOURCE BRIEF_EPOCHS REFERENCE_MODELS COMPARE
 
 lower = $(shell echo '$(1)' | tr 'A-Z_' 'a-z-')
 flags = $(foreach v,$(1),$(if $(value $(v)),--$(call lower,$(v)) $(value $(v))))
