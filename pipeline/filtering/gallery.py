@@ -10,6 +10,31 @@ from pathlib import Path
 import numpy as np
 
 MAX_IMAGES = 64
+COLUMNS = 8
+TILE_PIXELS = 56  # small images are enlarged (nearest neighbour) to at least this size
+CAPTION_PIXELS = 14
+GAP_PIXELS = 4
+
+
+def mosaic(images: np.ndarray, columns: int = COLUMNS) -> tuple[np.ndarray, int]:
+    """(H, W, 3) picture of images (N, h, w, c) in [0, 1] tiled in rows, and the tile size.
+
+    Each tile sits below a blank band for its caption; empty cells stay white.
+    """
+    n, h, w, _ = images.shape
+    zoom = max(1, math.ceil(TILE_PIXELS / max(h, w)))
+    tile = np.repeat(np.repeat(images, zoom, 1), zoom, 2)  # (N, h*zoom, w*zoom, c)
+    if tile.shape[-1] == 1:
+        tile = np.repeat(tile, 3, -1)
+    th, tw = tile.shape[1:3]
+    cell_h, cell_w = th + CAPTION_PIXELS + GAP_PIXELS, tw + GAP_PIXELS
+    rows = max(1, math.ceil(n / columns))
+    canvas = np.ones((rows * cell_h, columns * cell_w, 3), np.float32)
+    for i in range(n):
+        top = (i // columns) * cell_h + CAPTION_PIXELS
+        left = (i % columns) * cell_w
+        canvas[top : top + th, left : left + tw] = np.clip(tile[i], 0, 1)
+    return canvas, max(th, tw)
 
 
 def save_grid(
@@ -27,37 +52,36 @@ def save_grid(
       images: (N, H, W, C) in [0, 1]; grey when C is 1.
       planted: (N,) bool; planted records' captions are red, clean ones black.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     shown = min(len(images), MAX_IMAGES)
-    cols = max(1, min(8, shown))
-    rows = max(1, math.ceil(shown / cols))
-    fig = Figure(figsize=(1.3 * cols, 1.5 * rows + 0.4))
-    FigureCanvasAgg(fig)
+    columns = max(1, min(COLUMNS, shown))
+    # Nothing removed still gives a picture (one blank tile), so the file always exists.
+    blank = np.ones((1, *images.shape[1:]), np.float32)
+    picture, tile = mosaic(np.asarray(images[:shown], np.float32) if shown else blank, columns)
+    dpi = 100
+    height, width = picture.shape[:2]
+    fig = Figure(figsize=(width / dpi, (height + 24) / dpi), dpi=dpi)
+    FigureCanvasAgg(fig)  # the Agg canvas renders to files only, without a display
+    ax = fig.add_axes((0, 0, 1, height / (height + 24)))
+    ax.imshow(picture, interpolation="nearest")
+    ax.axis("off")
+    cell_h, cell_w = tile + CAPTION_PIXELS + GAP_PIXELS, tile + GAP_PIXELS
     for i in range(shown):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        image = images[i]
-        if image.shape[-1] == 1:
-            ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1)
-        else:
-            ax.imshow(np.clip(image, 0, 1))
-        ax.set_title(
-            f"{class_names[int(labels[i])]} {record_scores[i]:.2f}",
-            fontsize=7,
+        ax.text(
+            (i % columns) * cell_w + tile / 2,
+            (i // columns) * cell_h + CAPTION_PIXELS - 3,
+            f"{class_names[int(labels[i])]} {record_scores[i]:.2f}"[:18],
+            ha="center",
+            fontsize=6.5,
             color="red" if planted[i] else "black",
         )
-        ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
+    fig.text(0.5, 1 - 4 / (height + 24), title or " ", ha="center", va="top", fontsize=8)
 
     # Rename into place, so a reader never sees half a file.
     path = Path(path)
     tmp = path.with_name(f".tmp-{path.name}")
-    fig.savefig(tmp, format="png", dpi=100)
+    fig.savefig(tmp, format="png", dpi=dpi)
     os.replace(tmp, path)
     return shown
