@@ -57,3 +57,8 @@ bench-train: venv
 
 clean:
 	rm -rf runs results report exports
+
+.PHONY: bench-anomaly
+bench-anomaly: venv
+	$(PY) benchmarks/bench_anomaly.py $(call flags,DATASET DATA_DIR INJECT_RATE CONTAMINATION \
+		N_ESTIMATORS BRIEF_EPOCHS REFERENCE_MODELS SEED)
