@@ -18,6 +18,7 @@ from pipeline.errors import choice_error
 
 FEATURE_KINDS = ("pixels", "embedding")
 PCA_COMPONENTS = 16
+PCA_FIT_SAMPLES = 2000
 
 
 def extract(
@@ -47,8 +48,14 @@ def extract(
 
 
 def project(raw: np.ndarray, seed: int = 0) -> np.ndarray:
-    """The first PCA_COMPONENTS principal components of (N, D) rows (fewer if D or N is smaller)."""
+    """The first PCA_COMPONENTS principal components of (N, D) rows (fewer if D or N is smaller).
+
+    The components are fitted on at most PCA_FIT_SAMPLES seeded rows: a few
+    thousand rows pin down 16 directions, and the fit is most of a filter's cost.
+    """
     from sklearn.decomposition import PCA
 
     components = min(PCA_COMPONENTS, raw.shape[1], len(raw))
-    return PCA(components, random_state=seed).fit_transform(raw).astype(np.float32)
+    rows = np.random.default_rng(seed).permutation(len(raw))[:PCA_FIT_SAMPLES]
+    pca = PCA(components, random_state=seed).fit(raw[rows])
+    return pca.transform(raw).astype(np.float32)
