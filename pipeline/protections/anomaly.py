@@ -284,7 +284,7 @@ class AnomalyFiltering(Protection):
             "recall": caught / len(planted) if planted else None,
             "clean_lost": int(len(self.removed) - caught),
             "filter_seconds": round(filter_seconds, 3),
-            "robustness": {"attack": ROBUST_ATTACK, "eps": ROBUST_EPS, "samples": ROBUST_SAMPLES},
+            "robustness": _robustness_settings(self.poisoned),
             "files": {
                 "removed": f"{FOLDER}/{REMOVED_FILE}",
                 "grid": f"{FOLDER}/{GRID_FILE}",
@@ -313,7 +313,7 @@ class AnomalyFiltering(Protection):
         result = {
             "test_accuracy": _accuracy(model, poisoned.x_test, poisoned.y_test),
             "robust_accuracy": _robust_accuracy(model, poisoned, cfg.seed),
-            "robustness": {"attack": ROBUST_ATTACK, "eps": ROBUST_EPS, "samples": ROBUST_SAMPLES},
+            "robustness": _robustness_settings(poisoned),
             "training_records": int(len(poisoned.x_train)),
             "train_seconds": round(time.perf_counter() - start, 3),
         }
@@ -412,6 +412,11 @@ class AnomalyFiltering(Protection):
 def _accuracy(model, x, y) -> float:
     logits = model.predict(x, batch_size=1024, verbose=0)
     return float(np.mean(np.argmax(logits, 1) == y))
+
+
+def _robustness_settings(splits: data.Splits) -> dict:
+    samples = min(ROBUST_SAMPLES, len(splits.x_test))
+    return {"attack": ROBUST_ATTACK, "eps": ROBUST_EPS, "samples": samples}
 
 
 def _robust_accuracy(model, splits: data.Splits, seed: int) -> float:
