@@ -74,6 +74,7 @@ def test_metrics_record_detection_and_the_unfiltered_comparison(ood_run):
     for model in ("filtered", "unfiltered"):
         assert 0 <= prot[model]["robust_accuracy"] <= prot[model]["test_accuracy"] <= 1
     assert prot["unfiltered"]["training_records"] == n
+    assert prot["robustness"] == {"attack": "fgsm", "eps": 0.1, "samples": 360}  # digits' test set
     assert prot["filtered"]["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
     assert metrics["config"]["options"]["contamination"] == 0.1
 
