@@ -11,6 +11,9 @@ TRAIN_VARS := DATASET PROT MODEL EPOCHS BATCH_SIZE LEARNING_RATE SEED DATA_DIR O
 	VAL_FRACTION TRAIN_SAMPLES STRATEGY REPLICAS DEVICE EVALUATIONS
 # PROT=he (docs/he.md)
 TRAIN_VARS += POLY_MODULUS_DEGREE COEFF_MOD_BIT_SIZES GLOBAL_SCALE_BITS HE_HIDDEN_UNITS HE_SAMPLES
+# PROT=anomaly (docs/anomaly.md)
+TRAIN_VARS += FILTER FEATURES CONTAMINATION SCORE_THRESHOLD N_ESTIMATORS INJECT INJECT_RATE \
+	OOD_SOURCE BRIEF_EPOCHS REFERENCE_MODELS COMPARE
 
 lower = $(shell echo '$(1)' | tr 'A-Z_' 'a-z-')
 flags = $(foreach v,$(1),$(if $(value $(v)),--$(call lower,$(v)) $(value $(v))))
@@ -79,3 +82,8 @@ report: venv
 # The grid on the bundled digits set, a few minutes on a 2-core CPU, ending with report/index.html.
 demo-grid: venv
 	$(PY) -m pipeline.grid --datasets digits --prots $(DEMO_PROTS) --epochs $(DEMO_EPOCHS) $(call flags,$(filter-out DATASETS PROTS EPOCHS,$(GRID_VARS))) $(call flags,$(filter-out DATASET PROT RUN_NAME EPOCHS,$(TRAIN_VARS)))
+
+.PHONY: bench-anomaly
+bench-anomaly: venv
+	$(PY) benchmarks/bench_anomaly.py $(call flags,DATASET DATA_DIR INJECT_RATE CONTAMINATION \
+		N_ESTIMATORS BRIEF_EPOCHS REFERENCE_MODELS SEED)

@@ -17,6 +17,7 @@ from pipeline.protections.base import Protection
 PROTECTIONS: dict[str, str] = {
     "none": "pipeline.protections.base",
     "he": "pipeline.protections.he",
+    "anomaly": "pipeline.protections.anomaly",
 }
 
 
