@@ -54,3 +54,7 @@ bench-train: venv
 
 clean:
 	rm -rf runs results report exports
+
+.PHONY: bench-devices
+bench-devices: venv  ## board runner against bare runtime loops and OpenVINO's benchmark_app
+	$(PY) benchmarks/bench_devices.py $(call flags,DATASET DATA_DIR EPOCHS)

@@ -83,8 +83,14 @@ class Backend(object):
         """Settings worth timing against each other; one entry means nothing to tune."""
         return [dict(options)]
 
+    # Whether last_latency_ms() gives the runtime's own timing of the last call.
+    reports_latency = False
+
     def predict(self, x):
         raise NotImplementedError
+
+    def last_latency_ms(self):
+        return None
 
     def close(self):
         pass
@@ -496,10 +502,16 @@ class OpenVINOBackend(Backend):
             )
         return self.manifest["model_file"], None
 
+    reports_latency = True
+
     def predict(self, x):
         self._buffer[...] = x
         self._request.infer()
         return self._request.get_output_tensor(0).data
+
+    def last_latency_ms(self):
+        # Measured inside the runtime, as benchmark_app reports it.
+        return self._request.latency
 
     def close(self):
         self._request = self._compiled = None

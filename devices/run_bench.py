@@ -15,6 +15,7 @@ Exit status 2 with one line when the export or the runtime is not usable.
 
 import argparse
 import datetime
+import json
 import logging
 import os
 import sys
@@ -228,12 +229,19 @@ def check_model_input(backend, x):
 
 
 def measure_latency(backend, x, y, warmup, quiet):
-    """Per-sample batch-1 latency (seconds) and predicted classes over every sample."""
+    """Per-sample batch-1 latency and predicted classes over every sample.
+
+    Returns (wall seconds per call, the runtime's own milliseconds per call or
+    None, predicted classes). Wall time is what an application calling the
+    runtime from Python sees; some runtimes (OpenVINO) also time each request
+    themselves, without the Python call around it, as their benchmark tools report.
+    """
     predict = backend.predict
     for i in range(min(warmup, len(x)) if warmup else 0):
         predict(x[i : i + 1])
     n = len(x)
     seconds = np.empty(n, dtype=np.float64)
+    own_ms = np.empty(n, dtype=np.float64) if backend.reports_latency else None
     predicted = np.empty(n, dtype=np.int64)
     clock = time.perf_counter
     bar = _progress(n, "batch 1", quiet)
@@ -243,12 +251,14 @@ def measure_latency(backend, x, y, warmup, quiet):
         out = predict(sample)
         seconds[i] = clock() - start
         predicted[i] = out.argmax()
+        if own_ms is not None:
+            own_ms[i] = backend.last_latency_ms()
         # The bar is updated outside the timed call, and rarely, to keep the loop lean.
         if (i + 1) % PROGRESS_EVERY == 0:
             bar.update(PROGRESS_EVERY)
     bar.update(n % PROGRESS_EVERY)
     bar.close()
-    return seconds, predicted
+    return seconds, own_ms, predicted
 
 
 def measure_throughput(name, export_dir, info, options, x, batch_size, warmup):
@@ -276,8 +286,7 @@ def measure_throughput(name, export_dir, info, options, x, batch_size, warmup):
     return batches * batch_size / seconds
 
 
-def latency_summary(seconds):
-    ms = seconds * 1e3
+def latency_summary(ms):
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
     return {
         "mean": float(ms.mean()),
@@ -306,7 +315,7 @@ def run(args):
 
     backend, tried = tune(name, export_dir, info, options, x)
     try:
-        seconds, predicted = measure_latency(backend, x, y, args.warmup, args.quiet)
+        seconds, own_ms, predicted = measure_latency(backend, x, y, args.warmup, args.quiet)
     finally:
         backend.close()
     accuracy = float(np.mean(predicted == y))
@@ -342,7 +351,8 @@ def run(args):
         "samples": int(len(x)),
         "accuracy": accuracy,
         "export_accuracy": (info.get("verification") or {}).get("accuracy"),
-        "latency_ms": latency_summary(seconds),
+        "latency_ms": latency_summary(seconds * 1e3),
+        "runtime_latency_ms": None if own_ms is None else latency_summary(own_ms),
         "throughput": throughput,
         "verified_sha256": True,
         "finished_at": finished_at,
@@ -354,6 +364,7 @@ def run(args):
     path = os.path.join(args.results, label, "{}-{}.json".format(run_name, target))
     if not os.path.isdir(os.path.dirname(path)):
         os.makedirs(os.path.dirname(path))
+    _warn_if_replacing_another_backend(path, result)
     manifest.write_json_atomic(path, result)
     print(summary_line(result, path))
     return result, path
@@ -379,6 +390,24 @@ def _warn_if_accuracy_differs(result, info):
             result["accuracy"],
             expected,
             verification.get("runtime"),
+        )
+
+
+def _warn_if_replacing_another_backend(path, result):
+    # The file name holds run and target only: a second backend on one target replaces the first.
+    try:
+        with open(path) as f:
+            previous = json.load(f)
+    except (OSError, ValueError):
+        return
+    was = (previous.get("backend"), (previous.get("runtime") or {}).get("name"))
+    now = (result["backend"], result["runtime"]["name"])
+    if was != now:
+        log.warning(
+            "replacing %s, measured with %s via %s; pass --device-label to keep both",
+            path,
+            was[0],
+            was[1],
         )
 
 

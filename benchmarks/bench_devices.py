@@ -1,0 +1,341 @@
+"""The board runner's overhead, and batch-1 latency of the MNIST MLP per backend on this CPU.
+
+  python benchmarks/bench_devices.py --data-dir ../shared/data --epochs 3
+  python benchmarks/bench_devices.py --tflite-runtime-python /tmp/venv/bin/python
+
+Trains the MLP briefly (accuracy is not the point), exports it to every target
+this machine can run, then, in one process and side by side:
+  1. the runner's p50 against a bare loop of the same runtime's invoke call on the
+     same artifact with the settings the runner chose (rounds alternate, so drift
+     on a shared machine hits both); goal <= 1.10 per backend;
+  2. the runner's p50 on the OpenVINO IR against OpenVINO's own benchmark_app
+     (synchronous, same latency hint and threads), both as the request's own
+     timing (what benchmark_app reports) and as the wall time of the Python call;
+     goal <= 1.20;
+  3. the runner's batch-1 latency per backend, the int8 paths included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the export builders, until the exporters land
+
+from devices import run_bench  # noqa: E402
+from pipeline.config import TrainConfig  # noqa: E402
+from pipeline.errors import run_cli  # noqa: E402
+from pipeline.train import train  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+BARE_GOAL = 1.10
+BENCHMARK_APP_GOAL = 1.20
+WARMUP = 50
+
+# (label, export target, runner options)
+RUNS = (
+    ("tflite float32, ai_edge_litert", "tflite", []),
+    ("tflite int8, ai_edge_litert", "tflite-int8", []),
+    ("tflite int8, TensorFlow interpreter", "tflite-int8", ["--runtime", "tensorflow"]),
+    ("onnx float32, ONNX Runtime", "onnx", []),
+    ("OpenVINO IR FP32, CPU", "openvino", []),
+    ("keras, TensorFlow", "keras", []),
+)
+
+
+def runner(folder: Path, results: Path, label: str, extra=(), python=None) -> dict:
+    """One full run of devices/run_bench.py (in this process unless `python` is given)."""
+    argv = [str(folder), "--results", str(results), "--device-label", label, "--quiet", *extra]
+    if python:
+        proc = subprocess.run(
+            [python, str(ROOT / "devices" / "run_bench.py"), *argv], capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            raise SystemExit(f"runner under {python} failed: {proc.stderr[-1000:]}")
+    else:
+        with contextlib.redirect_stdout(io.StringIO()):  # its summary lines would clutter the table
+            status = run_bench.main(argv)
+        if status != 0:
+            raise SystemExit(f"runner failed on {folder}")
+    return json.loads(next((results / label).glob("*.json")).read_text())
+
+
+def p50_ms(seconds: list[float]) -> float:
+    return float(np.median(seconds) * 1e3)
+
+
+def _timed(call, x) -> list[float]:
+    clock = time.perf_counter
+    for i in range(min(WARMUP, len(x))):
+        call(x[i : i + 1])
+    seconds = []
+    for i in range(len(x)):
+        sample = x[i : i + 1]
+        start = clock()
+        call(sample)
+        seconds.append(clock() - start)
+    return seconds
+
+
+def bare_tflite(folder: Path, x, settings: dict) -> list[float]:
+    from ai_edge_litert import interpreter as litert
+
+    resolver = (
+        litert.OpResolverType.BUILTIN
+        if settings["xnnpack"]
+        else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    interp = litert.Interpreter(
+        model_path=str(folder / "model.tflite"),
+        num_threads=settings["threads"],
+        experimental_op_resolver_type=resolver,
+    )
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
+
+    def call(sample):
+        interp.set_tensor(inp, sample)
+        interp.invoke()
+        return interp.get_tensor(out)
+
+    return _timed(call, x)
+
+
+def bare_onnxruntime(folder: Path, x, settings: dict) -> list[float]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings["threads"]
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(
+        str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
+    )
+    name = session.get_inputs()[0].name
+    return _timed(lambda sample: session.run(None, {name: sample}), x)
+
+
+def bare_openvino(folder: Path, x, settings: dict) -> list[float]:
+    """The cheapest loop: one shared input tensor, refilled per sample, then infer()."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(
+        str(folder / settings["model_file"]), "CPU", settings["config"]
+    )
+    request = compiled.create_infer_request()
+    buffer = np.zeros((1, *x.shape[1:]), x.dtype)
+    request.set_input_tensor(ov.Tensor(buffer, shared_memory=True))
+
+    def call(sample):
+        buffer[...] = sample
+        request.infer()
+        return request.get_output_tensor(0).data
+
+    return _timed(call, x)
+
+
+def bare_openvino_dict(folder: Path, x, settings: dict) -> list[float]:
+    """The loop OpenVINO's documentation shows: infer() with a dict of inputs per sample."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(
+        str(folder / settings["model_file"]), "CPU", settings["config"]
+    )
+    request = compiled.create_infer_request()
+    return _timed(lambda sample: request.infer({0: sample}), x)
+
+
+BARE = {"tflite": bare_tflite, "tflite-int8": bare_tflite, "onnx": bare_onnxruntime}
+BARE["openvino"] = bare_openvino
+
+
+def benchmark_app_median_ms(xml: Path, config: dict, seconds: int) -> float | None:
+    """OpenVINO's benchmark_app (shipped with the pip package) on the IR, synchronous."""
+    script = Path(sys.executable).with_name("benchmark_app")
+    command = (
+        [str(script)]
+        if script.exists()
+        else [sys.executable, "-c", "from openvino.tools.benchmark.main import main; main()"]
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump({"CPU": config}, f)
+    proc = subprocess.run(
+        [
+            *command,
+            "-m",
+            str(xml),
+            "-d",
+            "CPU",
+            "-hint",
+            "latency",
+            "-api",
+            "sync",
+            "-load_config",
+            f.name,
+            "-t",
+            str(seconds),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    Path(f.name).unlink()
+    match = re.search(r"Median:\s+([\d.]+)\s*(ms|us)", proc.stdout)
+    if not match:
+        print(f"benchmark_app gave no median (exit {proc.returncode}): {proc.stdout[-500:]}")
+        return None
+    value = float(match.group(1))
+    return value / 1000 if match.group(2) == "us" else value
+
+
+def _fixed_settings(settings: dict) -> list[str]:
+    """Runner options that repeat a tuned run's settings, so repeats skip tuning."""
+    extra = ["--threads", str(settings["threads"])] if settings.get("threads") else []
+    if settings.get("xnnpack") is not None:
+        extra += ["--xnnpack", "on" if settings["xnnpack"] else "off"]
+    return extra
+
+
+def _shown(settings: dict) -> str:
+    return " ".join(f"{k}={settings[k]}" for k in ("threads", "xnnpack") if k in settings)
+
+
+def verdict(ratio: float, goal: float) -> str:
+    return f"{ratio:6.3f}  (goal <= {goal:.2f}: {'met' if ratio <= goal else 'MISSED'})"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    default_dir = SHARED if (SHARED / "mnist-t10k.npz").exists() else None
+    p.add_argument("--dataset", help="default: mnist with a data folder, else digits")
+    p.add_argument("--data-dir", default=str(default_dir) if default_dir else None)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3, help="alternating runner/reference rounds")
+    p.add_argument(
+        "--tflite-runtime-python",
+        help="a Python with only numpy and tflite_runtime, to time that runtime too",
+    )
+    args = p.parse_args(argv)
+    args.dataset = args.dataset or ("mnist" if args.data_dir else "digits")
+
+    from export_builders import build_all
+
+    work = Path(tempfile.mkdtemp(prefix="bench-devices-"))
+    try:
+        cfg = TrainConfig(
+            dataset=args.dataset,
+            data_dir=args.data_dir,
+            epochs=args.epochs,
+            out=str(work / "runs"),
+            evaluations=("none",),
+        )
+        metrics = train(cfg)
+        exports = build_all(cfg.run_dir, work / "exports")
+        results = work / "results"
+        x_of = {t: np.load(f / "test_data.npz")["x"] for t, f in exports.items()}
+        n = len(next(iter(x_of.values())))
+        print(
+            f"model: {cfg.model_name} on {cfg.dataset} ({metrics['parameter_count']:,} parameters, "
+            f"keras test accuracy {metrics['test_accuracy']:.4f}), {n} test samples at batch 1"
+        )
+
+        # 1. runner against a bare loop of the same call, same settings, alternating.
+        print(
+            f"\nrunner p50 / bare-loop p50 (same runtime, artifact and settings; median of "
+            f"{args.rounds} alternating rounds)"
+        )
+        for i, (target, bare) in enumerate(BARE.items()):
+            tuned = runner(exports[target], results, f"tune-{i}")["settings"]
+            fixed = _fixed_settings(tuned)
+            runner_p50, bare_p50 = [], []
+            for r in range(args.rounds):
+                bare_p50.append(p50_ms(bare(exports[target], x_of[target], tuned)))
+                result = runner(exports[target], results, f"overhead-{i}-{r}", fixed)
+                runner_p50.append(result["latency_ms"]["p50"])
+            runner_ms, bare_ms = np.median(runner_p50), np.median(bare_p50)
+            print(
+                f"  {target:12s} runner {runner_ms:8.4f} ms  bare {bare_ms:8.4f} ms  ratio "
+                f"{verdict(runner_ms / bare_ms, BARE_GOAL)}  ({_shown(tuned)})"
+            )
+            if target == "openvino":
+                plain = p50_ms(bare_openvino_dict(exports[target], x_of[target], tuned))
+                print(f"  {'':12s} (infer() with a dict of inputs per sample: {plain:8.4f} ms)")
+
+        # 2. runner against OpenVINO's benchmark_app on the same IR, alternating.
+        print(
+            f"\nrunner p50 / benchmark_app median (OpenVINO IR FP32, CPU, synchronous; median of "
+            f"{args.rounds} alternating rounds)"
+        )
+        tuned = runner(exports["openvino"], results, "tune-app")["settings"]
+        app, wall, own = [], [], []
+        for r in range(args.rounds):
+            app.append(
+                benchmark_app_median_ms(
+                    exports["openvino"] / tuned["model_file"], tuned["config"], 5
+                )
+            )
+            result = runner(exports["openvino"], results, f"app-{r}", _fixed_settings(tuned))
+            wall.append(result["latency_ms"]["p50"])
+            own.append(result["runtime_latency_ms"]["p50"])
+        if None in app:
+            print("  benchmark_app gave no result; see above")
+        else:
+            app_ms, wall_ms, own_ms = np.median(app), np.median(wall), np.median(own)
+            print(f"  benchmark_app median          {app_ms:8.4f} ms  ({_shown(tuned)})")
+            print(
+                f"  runner, the request's timing  {own_ms:8.4f} ms  ratio "
+                f"{verdict(own_ms / app_ms, BENCHMARK_APP_GOAL)}"
+            )
+            print(
+                f"  runner, wall time of the call {wall_ms:8.4f} ms  ratio "
+                f"{verdict(wall_ms / app_ms, BENCHMARK_APP_GOAL)}"
+            )
+
+        # 3. batch-1 latency per backend.
+        print("\nbatch-1 latency per backend (runner, tuned settings)")
+        print(
+            f"  {'backend':40s} {'p50 ms':>9s} {'mean ms':>9s} {'p99 ms':>9s} {'accuracy':>9s}  settings"
+        )
+        rows = [
+            (label, runner(exports[t], results, f"table-{i}", extra))
+            for i, (label, t, extra) in enumerate(RUNS)
+        ]
+        if args.tflite_runtime_python:
+            result = runner(
+                exports["tflite-int8"],
+                results,
+                "table-tflite-runtime",
+                ["--runtime", "tflite_runtime"],
+                python=args.tflite_runtime_python,
+            )
+            rows.append((f"tflite int8, tflite_runtime {result['runtime']['version']}", result))
+        for label, r in rows:
+            lat, s = r["latency_ms"], r["settings"]
+            shown = " ".join(f"{k}={s[k]}" for k in ("threads", "xnnpack") if s.get(k) is not None)
+            print(
+                f"  {label:40s} {lat['p50']:9.4f} {lat['mean']:9.4f} {lat['p99']:9.4f} "
+                f"{r['accuracy']:9.4f}  {r['runtime']['name']} {r['runtime']['version']} {shown}"
+            )
+        int8 = [(label, r) for label, r in rows if "int8" in label]
+        fastest = min(int8, key=lambda lr: lr[1]["latency_ms"]["p50"])
+        print(
+            f"  fastest int8 path: {fastest[0]} ({fastest[1]['latency_ms']['p50'] * 1000:.1f} us)"
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
