@@ -12,6 +12,7 @@ backend opens, so a board needs only the one it uses.
   keras        the Keras model through TensorFlow, as a PC baseline
 """
 
+import ctypes
 import logging
 import os
 import sys
@@ -343,7 +344,12 @@ class EdgeTPUBackend(TFLiteBackend):
         library = EDGETPU_LIBRARY.get(sys.platform, "libedgetpu.so.1")
         forced = options.get("runtime")
         errors = []
-        for name in [forced] if forced else EDGETPU_RUNTIMES:
+        try:
+            # Checked first: a TFLite delegate that fails to load leaves a half-built object.
+            ctypes.CDLL(library)
+        except OSError as exc:
+            errors.append("{} ({})".format(library, exc))
+        for name in ([forced] if forced else EDGETPU_RUNTIMES) if not errors else []:
             try:
                 rt = load_tflite_runtime(name)
             except ImportError as exc:
