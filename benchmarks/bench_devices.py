@@ -4,7 +4,8 @@
   python benchmarks/bench_devices.py --tflite-runtime-python /tmp/venv/bin/python
 
 Trains the MLP briefly (accuracy is not the point), exports it to every target
-this machine can run, then, in one process and side by side:
+this machine can run, then measures side by side in one run, each measurement
+in a fresh process as on a board (no TensorFlow state around the runtime):
   1. the runner's p50 against a bare loop of the same runtime's invoke call on the
      same artifact with the settings the runner chose (rounds alternate, so drift
      on a shared machine hits both); goal <= 1.10 per backend;
@@ -18,15 +19,12 @@ this machine can run, then, in one process and side by side:
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,15 +33,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the export builders, until the exporters land
 
-from devices import run_bench  # noqa: E402
 from pipeline.config import TrainConfig  # noqa: E402
 from pipeline.errors import run_cli  # noqa: E402
 from pipeline.train import train  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 BARE_GOAL = 1.10
+# Export target -> bare loop in benchmarks/bare_loops.py.
+BARE = {"tflite": "tflite", "tflite-int8": "tflite", "onnx": "onnxruntime", "openvino": "openvino"}
 BENCHMARK_APP_GOAL = 1.20
-WARMUP = 50
 
 # (label, export target, runner options)
 RUNS = (
@@ -57,108 +55,34 @@ RUNS = (
 
 
 def runner(folder: Path, results: Path, label: str, extra=(), python=None) -> dict:
-    """One full run of devices/run_bench.py (in this process unless `python` is given)."""
+    """One run of devices/run_bench.py in a fresh process, as on a board; its result file."""
     argv = [str(folder), "--results", str(results), "--device-label", label, "--quiet", *extra]
-    if python:
-        proc = subprocess.run(
-            [python, str(ROOT / "devices" / "run_bench.py"), *argv], capture_output=True, text=True
-        )
-        if proc.returncode != 0:
-            raise SystemExit(f"runner under {python} failed: {proc.stderr[-1000:]}")
-    else:
-        with contextlib.redirect_stdout(io.StringIO()):  # its summary lines would clutter the table
-            status = run_bench.main(argv)
-        if status != 0:
-            raise SystemExit(f"runner failed on {folder}")
+    proc = subprocess.run(
+        [python or sys.executable, str(ROOT / "devices" / "run_bench.py"), *argv],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"runner failed on {folder}: {proc.stderr[-1000:]}")
     return json.loads(next((results / label).glob("*.json")).read_text())
 
 
-def p50_ms(seconds: list[float]) -> float:
-    return float(np.median(seconds) * 1e3)
-
-
-def _timed(call, x) -> list[float]:
-    clock = time.perf_counter
-    for i in range(min(WARMUP, len(x))):
-        call(x[i : i + 1])
-    seconds = []
-    for i in range(len(x)):
-        sample = x[i : i + 1]
-        start = clock()
-        call(sample)
-        seconds.append(clock() - start)
-    return seconds
-
-
-def bare_tflite(folder: Path, x, settings: dict) -> list[float]:
-    from ai_edge_litert import interpreter as litert
-
-    resolver = (
-        litert.OpResolverType.BUILTIN
-        if settings["xnnpack"]
-        else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+def bare(kind: str, folder: Path, settings: dict) -> float:
+    """p50 ms of a bare loop (benchmarks/bare_loops.py) in a fresh process, as the runner runs."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bare_loops.py"),
+            kind,
+            str(folder),
+            json.dumps(settings),
+        ],
+        capture_output=True,
+        text=True,
     )
-    interp = litert.Interpreter(
-        model_path=str(folder / "model.tflite"),
-        num_threads=settings["threads"],
-        experimental_op_resolver_type=resolver,
-    )
-    interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
-
-    def call(sample):
-        interp.set_tensor(inp, sample)
-        interp.invoke()
-        return interp.get_tensor(out)
-
-    return _timed(call, x)
-
-
-def bare_onnxruntime(folder: Path, x, settings: dict) -> list[float]:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = settings["threads"]
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(
-        str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
-    )
-    name = session.get_inputs()[0].name
-    return _timed(lambda sample: session.run(None, {name: sample}), x)
-
-
-def bare_openvino(folder: Path, x, settings: dict) -> list[float]:
-    """The cheapest loop: one shared input tensor, refilled per sample, then infer()."""
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(
-        str(folder / settings["model_file"]), "CPU", settings["config"]
-    )
-    request = compiled.create_infer_request()
-    buffer = np.zeros((1, *x.shape[1:]), x.dtype)
-    request.set_input_tensor(ov.Tensor(buffer, shared_memory=True))
-
-    def call(sample):
-        buffer[...] = sample
-        request.infer()
-        return request.get_output_tensor(0).data
-
-    return _timed(call, x)
-
-
-def bare_openvino_dict(folder: Path, x, settings: dict) -> list[float]:
-    """The loop OpenVINO's documentation shows: infer() with a dict of inputs per sample."""
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(
-        str(folder / settings["model_file"]), "CPU", settings["config"]
-    )
-    request = compiled.create_infer_request()
-    return _timed(lambda sample: request.infer({0: sample}), x)
-
-
-BARE = {"tflite": bare_tflite, "tflite-int8": bare_tflite, "onnx": bare_onnxruntime}
-BARE["openvino"] = bare_openvino
+    if proc.returncode != 0:
+        raise SystemExit(f"bare loop {kind} failed: {proc.stderr[-1000:]}")
+    return float(proc.stdout.split()[-1])
 
 
 def benchmark_app_median_ms(xml: Path, config: dict, seconds: int) -> float | None:
@@ -221,7 +145,7 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", help="default: mnist with a data folder, else digits")
     p.add_argument("--data-dir", default=str(default_dir) if default_dir else None)
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=3, help="alternating runner/reference rounds")
+    p.add_argument("--rounds", type=int, default=5, help="alternating runner/reference rounds")
     p.add_argument(
         "--tflite-runtime-python",
         help="a Python with only numpy and tflite_runtime, to time that runtime too",
@@ -243,8 +167,7 @@ def main(argv=None) -> int:
         metrics = train(cfg)
         exports = build_all(cfg.run_dir, work / "exports")
         results = work / "results"
-        x_of = {t: np.load(f / "test_data.npz")["x"] for t, f in exports.items()}
-        n = len(next(iter(x_of.values())))
+        n = len(np.load(exports["tflite"] / "test_data.npz")["y"])
         print(
             f"model: {cfg.model_name} on {cfg.dataset} ({metrics['parameter_count']:,} parameters, "
             f"keras test accuracy {metrics['test_accuracy']:.4f}), {n} test samples at batch 1"
@@ -255,12 +178,12 @@ def main(argv=None) -> int:
             f"\nrunner p50 / bare-loop p50 (same runtime, artifact and settings; median of "
             f"{args.rounds} alternating rounds)"
         )
-        for i, (target, bare) in enumerate(BARE.items()):
+        for i, (target, kind) in enumerate(BARE.items()):
             tuned = runner(exports[target], results, f"tune-{i}")["settings"]
             fixed = _fixed_settings(tuned)
             runner_p50, bare_p50 = [], []
             for r in range(args.rounds):
-                bare_p50.append(p50_ms(bare(exports[target], x_of[target], tuned)))
+                bare_p50.append(bare(kind, exports[target], tuned))
                 result = runner(exports[target], results, f"overhead-{i}-{r}", fixed)
                 runner_p50.append(result["latency_ms"]["p50"])
             runner_ms, bare_ms = np.median(runner_p50), np.median(bare_p50)
@@ -269,7 +192,7 @@ def main(argv=None) -> int:
                 f"{verdict(runner_ms / bare_ms, BARE_GOAL)}  ({_shown(tuned)})"
             )
             if target == "openvino":
-                plain = p50_ms(bare_openvino_dict(exports[target], x_of[target], tuned))
+                plain = bare("openvino-dict", exports[target], tuned)
                 print(f"  {'':12s} (infer() with a dict of inputs per sample: {plain:8.4f} ms)")
 
         # 2. runner against OpenVINO's benchmark_app on the same IR, alternating.

@@ -225,12 +225,18 @@ def _first_tflite_runtime(order, what):
     errors = []
     for name in order:
         try:
-            return load_tflite_runtime(name)
+            rt = load_tflite_runtime(name)
         except ImportError as exc:  # an absent or broken package: try the next one
             errors.append("{} ({})".format(name, _import_error(exc)))
+            continue
+        if errors:
+            log.info(
+                "%s: using %s %s; not importable: %s", what, rt.name, rt.version, "; ".join(errors)
+            )
+        return rt
     raise BackendError(
         "{} needs a TFLite runtime and none imports: {}; install one with "
-        "'pip install ai-edge-litert' (Python 3.9+), or 'pip install tflite-runtime' "
+        "'pip install ai-edge-litert' (Python 3.10+), or 'pip install tflite-runtime' "
         "(older Pythons; see devices/README.md)".format(what, "; ".join(errors))
     )
 
