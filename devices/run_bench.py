@@ -228,7 +228,7 @@ def check_model_input(backend, x):
     )
 
 
-def measure_latency(backend, x, y, warmup, quiet):
+def measure_latency(backend, x, warmup, quiet):
     """Per-sample batch-1 latency and predicted classes over every sample.
 
     Returns (wall seconds per call, the runtime's own milliseconds per call or
@@ -315,7 +315,7 @@ def run(args):
 
     backend, tried = tune(name, export_dir, info, options, x)
     try:
-        seconds, own_ms, predicted = measure_latency(backend, x, y, args.warmup, args.quiet)
+        seconds, own_ms, predicted = measure_latency(backend, x, args.warmup, args.quiet)
     finally:
         backend.close()
     accuracy = float(np.mean(predicted == y))
