@@ -355,7 +355,8 @@ class EdgeTPUBackend(TFLiteBackend):
             ctypes.CDLL(library)
         except OSError as exc:
             errors.append("{} ({})".format(library, exc))
-        for name in ([forced] if forced else EDGETPU_RUNTIMES) if not errors else []:
+        runtimes = [] if errors else [forced] if forced else list(EDGETPU_RUNTIMES)
+        for name in runtimes:
             try:
                 rt = load_tflite_runtime(name)
             except ImportError as exc:
