@@ -331,7 +331,9 @@ def run(args):
     label = args.device_label or board.default_label(
         description, name, backend.settings.get("device")
     )
-    settings = dict(backend.settings, warmup=args.warmup)
+    # Every result names its threads and delegate, null where the backend has none.
+    settings = dict({"threads": None, "delegate": None}, **backend.settings)
+    settings["warmup"] = args.warmup
     if tried:
         settings["tuning"] = tried
     finished_at = time.time()

@@ -119,6 +119,7 @@ def test_result_file_has_every_field_of_the_format(exports, tmp_path):
     assert all(v > 0 for v in result["throughput"].values())
     assert result["verified_sha256"] is True
     assert result["settings"]["threads"] >= 1 and result["settings"]["xnnpack"] in (True, False)
+    assert result["settings"]["delegate"] is None and result["runtime_latency_ms"] is None
     assert (tmp_path / "results" / "here" / "digits-none-tflite-int8.json").is_file()
 
 
