@@ -87,3 +87,7 @@ demo-grid: venv
 bench-anomaly: venv
 	$(PY) benchmarks/bench_anomaly.py $(call flags,DATASET DATA_DIR INJECT_RATE CONTAMINATION \
 		N_ESTIMATORS BRIEF_EPOCHS REFERENCE_MODELS SEED)
+
+.PHONY: bench-devices
+bench-devices: venv  ## board runner against bare runtime loops and OpenVINO's benchmark_app
+	$(PY) benchmarks/bench_devices.py $(call flags,DATASET DATA_DIR EPOCHS)
