@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum
 
 # Variables passed to `python -m pipeline.train` when set.
 TRAIN_VARS := DATASET PROT MODEL EPOCHS BATCH_SIZE LEARNING_RATE SEED DATA_DIR OUT RUN_NAME \
-	VAL_FRACTION TRAIN_SAMPLES STRATEGY REPLICAS DEVICE EVALUATIONS
+	VAL_FRACTION TRAIN_SAMPLES STRATEGY REPLICAS DEVICE EVALUATIONS \
+	ATTACK ADV_EPS ADV_RATIO PGD_STEPS PGD_STEP_SIZE RETRAIN_EPOCHS
 
 lower = $(shell echo '$(1)' | tr 'A-Z_' 'a-z-')
 flags = $(foreach v,$(1),$(if $(value $(v)),--$(call lower,$(v)) $(value $(v))))
@@ -54,3 +55,10 @@ bench-train: venv
 
 clean:
 	rm -rf runs results report exports
+
+# Adversarial training: epoch-time ratios (MLP on MNIST, CNN on CIFAR-10); EFFECTIVENESS=1 also
+# trains a plain and an adversarial MNIST MLP and attacks both with 40-step PGD.
+.PHONY: bench-adv
+bench-adv: venv
+	$(PY) benchmarks/bench_adv.py $(call flags,DATA_DIR BATCH_SIZE PGD_STEPS) \
+		$(if $(EFFECTIVENESS),--effectiveness)

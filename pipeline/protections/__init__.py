@@ -16,6 +16,8 @@ from pipeline.protections.base import Protection
 # name -> module that defines `PROTECTION` (a Protection subclass).
 PROTECTIONS: dict[str, str] = {
     "none": "pipeline.protections.base",
+    "adv": "pipeline.protections.adversarial",
+    "adv-retrain": "pipeline.protections.adversarial_retraining",
 }
 
 
