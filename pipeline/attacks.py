@@ -16,6 +16,7 @@ one pixel to any value.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -33,8 +34,15 @@ CIFAR10_EPSILONS = (8 / 255,)
 FGSM_RS_STEP_FACTOR = 1.25
 
 
+@functools.cache
 def _cleverhans(name: str):
     return require(f"cleverhans.tf2.attacks.{name}", "cleverhans==4.0.0", "adversarial attacks")
+
+
+def load_cleverhans() -> None:
+    """Imports CleverHans' attacks now: fails early if missing, and keeps imports out of traces."""
+    _cleverhans("fast_gradient_method")
+    _cleverhans("projected_gradient_descent")
 
 
 def check_eps(eps: float) -> None:

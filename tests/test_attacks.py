@@ -65,7 +65,7 @@ def test_zero_eps_leaves_inputs_unchanged(plain):
 
 def test_one_pixel_changes_one_pixel_and_its_successes_are_misclassified(plain):
     model, splits = plain
-    x, y = splits.x_test[:12], splits.y_test[:12]
+    x, y = splits.x_test[:8], splits.y_test[:8]
     x_adv, success = attacks.one_pixel(model.predict_on_batch, x, y, 10, 40, seed=0)
     changed_pixels = (np.abs(x_adv - x) > 0).any(axis=-1).reshape(len(x), -1).sum(1)
     assert changed_pixels.max() <= 1

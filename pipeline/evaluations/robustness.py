@@ -91,10 +91,10 @@ def evaluate(model, splits, cfg, budget: RobustnessBudget | None = None) -> dict
     spec = splits.spec
     budget = budget or budget_for(cfg, spec)
     lo, hi = splits.preprocessing.value_range
-    logits = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
+    # Eager calls: a tf.function here would be traced again for every model evaluated.
     def logits_fn(x):
-        return logits(tf.convert_to_tensor(x, tf.float32)).numpy()
+        return model(tf.convert_to_tensor(x, tf.float32), training=False).numpy()
 
     order = np.random.default_rng(SAMPLE_SEED).permutation(len(splits.x_test))
     sample = order[: budget.samples]
@@ -108,7 +108,7 @@ def evaluate(model, splits, cfg, budget: RobustnessBudget | None = None) -> dict
     for eps in attacks.dataset_epsilons(spec):
         for attack, kw in (("fgsm", {}), ("pgd", {"steps": budget.pgd_steps})):
             x_adv = attacks.adversarial_examples(
-                logits, x, y, attack, eps, clip_min=lo, clip_max=hi, **kw
+                model, x, y, attack, eps, clip_min=lo, clip_max=hi, **kw
             )
             result["attacks"].append(
                 {

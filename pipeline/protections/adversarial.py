@@ -156,6 +156,14 @@ def add_shared_arguments(group) -> None:
             group.add_argument(flag, default=None, **kwargs)
 
 
+def options_from_args(args) -> AdversarialOptions:
+    """Options from parsed arguments; unset ones take their (data set's) defaults."""
+    names = ("attack", "adv_eps", "adv_ratio", "pgd_steps", "pgd_step_size", "retrain_epochs")
+    return AdversarialOptions.for_dataset(
+        args.dataset, **{k: getattr(args, k, None) for k in names}
+    )
+
+
 def epoch_robust_accuracy(model, splits, options: AdversarialOptions) -> float:
     """Accuracy on a fixed validation sample under PGD at the training radius."""
     n = min(EPOCH_ROBUST_SAMPLES, len(splits.x_val))
@@ -175,7 +183,7 @@ def epoch_robust_accuracy(model, splits, options: AdversarialOptions) -> float:
     return float(np.mean(np.argmax(logits, 1) == y))
 
 
-class _RobustnessLog:
+class RobustnessLog:
     """Per-epoch robust accuracy, with a warning when it collapses."""
 
     def __init__(self):
@@ -199,6 +207,8 @@ def adversarial_training_model(base, options: AdversarialOptions, value_range=(0
     """A model over `base`'s layers whose train_step trains on adversarial examples."""
     import tensorflow as tf
 
+    attacks.load_cleverhans()
+
     class AdversarialTraining(tf.keras.Model):
         def train_step(self, data):
             x, y = data
@@ -213,7 +223,7 @@ def adversarial_training_model(base, options: AdversarialOptions, value_range=(0
 
         def _adversarial(self, x, y):
             adv = attacks.craft(
-                lambda inputs: self(inputs, training=False),
+                self._inference_logits,
                 x,
                 y,
                 options.attack,
@@ -223,6 +233,9 @@ def adversarial_training_model(base, options: AdversarialOptions, value_range=(0
                 **options.attack_kwargs(),
             )
             return tf.stop_gradient(adv)
+
+        def _inference_logits(self, inputs):
+            return self(inputs, training=False)
 
     return AdversarialTraining(inputs=base.inputs, outputs=base.outputs, name=base.name)
 
@@ -238,7 +251,7 @@ class AdversarialTrainingProtection(Protection):
             self.options = AdversarialOptions.for_dataset(cfg.dataset)
         if self.name == "adv" and self.options.retrain_epochs is not None:
             raise UsageError("retrain_epochs applies to PROT=adv-retrain, not PROT=adv; drop it")
-        self._robustness = _RobustnessLog()
+        self._robustness = RobustnessLog()
         self._splits = None
 
     @classmethod
@@ -247,10 +260,7 @@ class AdversarialTrainingProtection(Protection):
 
     @classmethod
     def options_from_args(cls, args) -> AdversarialOptions:
-        names = ("attack", "adv_eps", "adv_ratio", "pgd_steps", "pgd_step_size", "retrain_epochs")
-        return AdversarialOptions.for_dataset(
-            args.dataset, **{k: getattr(args, k, None) for k in names}
-        )
+        return options_from_args(args)
 
     def prepare_data(self, splits):
         self._splits = splits

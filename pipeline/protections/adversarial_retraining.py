@@ -22,10 +22,10 @@ import numpy as np
 from pipeline import attacks, data
 from pipeline.protections.adversarial import (
     AdversarialOptions,
-    AdversarialTrainingProtection,
-    _RobustnessLog,
+    RobustnessLog,
     add_shared_arguments,
     epoch_robust_accuracy,
+    options_from_args,
 )
 from pipeline.protections.base import Protection
 
@@ -48,7 +48,7 @@ class AdversarialRetraining(Protection):
         super().__init__(cfg)
         if self.options is None:
             self.options = AdversarialOptions.for_dataset(cfg.dataset)
-        self._robustness = _RobustnessLog()
+        self._robustness = RobustnessLog()
         self._splits = None
         self._crafted = 0
         self._crafting_seconds = 0.0
@@ -63,7 +63,9 @@ class AdversarialRetraining(Protection):
             help="epochs of the retraining phase (default: a fifth of EPOCHS, at least 1)",
         )
 
-    options_from_args = AdversarialTrainingProtection.options_from_args
+    @classmethod
+    def options_from_args(cls, args) -> AdversarialOptions:
+        return options_from_args(args)
 
     @property
     def retrain_epochs(self) -> int:
