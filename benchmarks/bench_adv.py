@@ -85,7 +85,7 @@ def timing(name: str, dataset: str, data_dir, train_samples, epochs: int, batch_
         f"{name}: {dataset}, {len(splits.x_train)} training images, batch {batch_size}, "
         f"median of epochs 2..{epochs}"
     )
-    print(f"  clean             {clean_s * 1000:9.1f} ms/epoch")
+    print(f"  {'clean':<10} {clean_s * 1000:9.1f} ms/epoch")
     rows = (
         ("fgsm-rs", statistics.median(fgsm_rs), FGSM_RS_GOAL),
         (f"pgd-{steps}", statistics.median(pgd), PGD_GOAL_FACTOR * (steps + 1)),
@@ -94,7 +94,7 @@ def timing(name: str, dataset: str, data_dir, train_samples, epochs: int, batch_
         ratio = seconds / clean_s
         verdict = "met" if ratio <= goal else "MISSED"
         print(
-            f"  {label:<10} {seconds * 1000:14.1f} ms/epoch  ratio {ratio:6.2f}  "
+            f"  {label:<10} {seconds * 1000:9.1f} ms/epoch  ratio {ratio:5.2f}  "
             f"(goal <= {goal:.2f}: {verdict})"
         )
 
@@ -173,7 +173,7 @@ def main(argv=None) -> int:
     p.add_argument("--pgd-steps", type=int, default=7)
     p.add_argument("--cifar-samples", type=int, default=384, help="CIFAR-10 images for the CNN")
     p.add_argument("--effectiveness", action="store_true", help="also train and attack MLPs")
-    p.add_argument("--effect-epochs", type=int, default=20)
+    p.add_argument("--effect-epochs", type=int, default=40)
     p.add_argument("--attack", default="fgsm-rs", help="training attack for --effectiveness")
     p.add_argument("--adv-ratio", type=float, default=1.0)
     p.add_argument("--skip-timing", action="store_true")

@@ -198,6 +198,7 @@ def one_pixel(
     seed: int = 0,
     clip_min: float = 0.0,
     clip_max: float = 1.0,
+    desc: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Untargeted one-pixel attack by differential evolution (Su et al., 2019).
 
@@ -211,11 +212,13 @@ def one_pixel(
       max_iterations: DE generations per image, >= 1.
       population: candidates per generation, >= 5 (rounded up to a multiple of 2 + c).
       seed: seeds DE, for reproducible figures.
+      desc: shows a progress bar over the images with this label; None shows none.
     Returns:
       (adversarial images, success mask): success[i] is True where the model
       misclassifies the changed image.
     """
     from scipy.optimize import differential_evolution
+    from tqdm import tqdm
 
     if max_iterations < 1:
         raise UsageError(f"Expected max_iterations >= 1, got max_iterations={max_iterations}")
@@ -226,7 +229,7 @@ def one_pixel(
     popsize = math.ceil(population / len(bounds))  # scipy counts per parameter
     adv, success = x.copy(), np.zeros(n, dtype=bool)
 
-    for i in range(n):
+    for i in tqdm(range(n), desc=desc, disable=desc is None, unit="image"):
         search = _PixelSearch(logits_fn, x[i], int(y[i]))
         differential_evolution(
             search.true_class_probability,

@@ -91,6 +91,7 @@ def evaluate(model, splits, cfg, budget: RobustnessBudget | None = None) -> dict
     spec = splits.spec
     budget = budget or budget_for(cfg, spec)
     lo, hi = splits.preprocessing.value_range
+    progress = budget != QUICK_BUDGET  # progress bars only where attacks take minutes
 
     # Eager calls: a tf.function here would be traced again for every model evaluated.
     def logits_fn(x):
@@ -107,8 +108,9 @@ def evaluate(model, splits, cfg, budget: RobustnessBudget | None = None) -> dict
 
     for eps in attacks.dataset_epsilons(spec):
         for attack, kw in (("fgsm", {}), ("pgd", {"steps": budget.pgd_steps})):
+            desc = f"robustness: {attack} at eps {eps:.3g}" if progress else None
             x_adv = attacks.adversarial_examples(
-                model, x, y, attack, eps, clip_min=lo, clip_max=hi, **kw
+                model, x, y, attack, eps, clip_min=lo, clip_max=hi, desc=desc, **kw
             )
             result["attacks"].append(
                 {
@@ -133,6 +135,7 @@ def evaluate(model, splits, cfg, budget: RobustnessBudget | None = None) -> dict
         seed=SAMPLE_SEED,
         clip_min=lo,
         clip_max=hi,
+        desc="robustness: one-pixel attack" if progress else None,
     )
     result["one_pixel"] = {
         "success_rate": float(success.mean()) if len(success) else 0.0,

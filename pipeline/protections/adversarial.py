@@ -249,7 +249,7 @@ class AdversarialTrainingProtection(Protection):
         super().__init__(cfg)
         if self.options is None:
             self.options = AdversarialOptions.for_dataset(cfg.dataset)
-        if self.name == "adv" and self.options.retrain_epochs is not None:
+        if self.options.retrain_epochs is not None:
             raise UsageError("retrain_epochs applies to PROT=adv-retrain, not PROT=adv; drop it")
         self._robustness = RobustnessLog()
         self._splits = None
