@@ -171,12 +171,13 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=4, help="timing epochs per model, >= 2")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--pgd-steps", type=int, default=7)
-    p.add_argument("--cifar-samples", type=int, default=384, help="CIFAR-10 images for the CNN")
+    p.add_argument("--cifar-samples", type=int, default=256, help="CIFAR-10 images for the CNN")
     p.add_argument("--effectiveness", action="store_true", help="also train and attack MLPs")
     p.add_argument("--effect-epochs", type=int, default=40)
     p.add_argument("--attack", default="fgsm-rs", help="training attack for --effectiveness")
     p.add_argument("--adv-ratio", type=float, default=1.0)
     p.add_argument("--skip-timing", action="store_true")
+    p.add_argument("--models", default="mlp,cnn", help="which timings to run: mlp, cnn or both")
     args = p.parse_args(argv)
     if args.data_dir is None or not Path(args.data_dir).is_dir():
         raise UsageError(
@@ -185,8 +186,12 @@ def main(argv=None) -> int:
     if args.epochs < 2:
         raise UsageError(f"Expected epochs >= 2 (the first is left out), got epochs={args.epochs}")
 
-    if not args.skip_timing:
+    models = {m.strip() for m in args.models.split(",")}
+    if not models <= {"mlp", "cnn"}:
+        raise UsageError(f"--models takes mlp, cnn or mlp,cnn, got {args.models!r}")
+    if not args.skip_timing and "mlp" in models:
         timing("MLP", "mnist", args.data_dir, None, args.epochs, args.batch_size, args.pgd_steps)
+    if not args.skip_timing and "cnn" in models:
         timing(
             "CNN",
             "cifar10",
