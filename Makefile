@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum
 
 # Variables passed to `python -m pipeline.train` when set.
 TRAIN_VARS := DATASET PROT MODEL EPOCHS BATCH_SIZE LEARNING_RATE SEED DATA_DIR OUT RUN_NAME \
-	VAL_FRACTION TRAIN_SAMPLES STRATEGY REPLICAS DEVICE EVALUATIONS \
-	ATTACK ADV_EPS ADV_RATIO PGD_STEPS PGD_STEP_SIZE RETRAIN_EPOCHS
+	VAL_FRACTION TRAIN_SAMPLES STRATEGY REPLICAS DEVICE EVALUATIONS
+# PROT=adv, PROT=adv-retrain (docs/adversarial.md)
+TRAIN_VARS += ATTACK ADV_EPS ADV_RATIO PGD_STEPS PGD_STEP_SIZE RETRAIN_EPOCHS
 
 lower = $(shell echo '$(1)' | tr 'A-Z_' 'a-z-')
 flags = $(foreach v,$(1),$(if $(value $(v)),--$(call lower,$(v)) $(value $(v))))
