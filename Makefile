@@ -15,6 +15,9 @@ TRAIN_VARS += POLY_MODULUS_DEGREE COEFF_MOD_BIT_SIZES GLOBAL_SCALE_BITS HE_HIDDE
 TRAIN_VARS += FILTER FEATURES CONTAMINATION SCORE_THRESHOLD N_ESTIMATORS INJECT INJECT_RATE \
 	OOD_SOURCE BRIEF_EPOCHS REFERENCE_MODELS COMPARE
 
+# PROT=adv, PROT=adv-retrain (docs/adversarial.md)
+TRAIN_VARS += ATTACK ADV_EPS ADV_RATIO PGD_STEPS PGD_STEP_SIZE RETRAIN_EPOCHS
+
 lower = $(shell echo '$(1)' | tr 'A-Z_' 'a-z-')
 flags = $(foreach v,$(1),$(if $(value $(v)),--$(call lower,$(v)) $(value $(v))))
 
@@ -91,3 +94,10 @@ bench-anomaly: venv
 .PHONY: bench-devices
 bench-devices: venv  ## board runner against bare runtime loops and OpenVINO's benchmark_app
 	$(PY) benchmarks/bench_devices.py $(call flags,DATASET DATA_DIR EPOCHS)
+
+# Adversarial training: epoch-time ratios (MLP on MNIST, CNN on CIFAR-10); EFFECTIVENESS=1 also
+# trains a plain and an adversarial MNIST MLP and attacks both with 40-step PGD.
+.PHONY: bench-adv
+bench-adv: venv
+	$(PY) benchmarks/bench_adv.py $(call flags,DATA_DIR BATCH_SIZE PGD_STEPS) \
+		$(if $(EFFECTIVENESS),--effectiveness)

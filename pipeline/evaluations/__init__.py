@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 # name -> module defining evaluate(model, splits, cfg) -> dict
 EVALUATIONS: dict[str, str] = {
     "membership_inference": "pipeline.evaluations.membership",
+    "robustness": "pipeline.evaluations.robustness",
 }
 
 

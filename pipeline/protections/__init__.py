@@ -18,6 +18,8 @@ PROTECTIONS: dict[str, str] = {
     "none": "pipeline.protections.base",
     "he": "pipeline.protections.he",
     "anomaly": "pipeline.protections.anomaly",
+    "adv": "pipeline.protections.adversarial",
+    "adv-retrain": "pipeline.protections.adversarial_retraining",
 }
 
 
