@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum
 
 # Variables passed to `python -m pipeline.train` when set.
 TRAIN_VARS := DATASET PROT MODEL EPOCHS BATCH_SIZE LEARNING_RATE SEED DATA_DIR OUT RUN_NAME \
-	VAL_FRACTION TRAIN_SAMPLES STRATEGY REPLICAS DEVICE EVALUATIONS
+	VAL_FRACTION TRAIN_SAMPLES STRATEGY REPLICAS DEVICE EVALUATIONS \
+	L2_NORM_CLIP NOISE_MULTIPLIER EPSILON DELTA DP_IMPL SAMPLING MICROBATCHES
 
 lower = $(shell echo '$(1)' | tr 'A-Z_' 'a-z-')
 flags = $(foreach v,$(1),$(if $(value $(v)),--$(call lower,$(v)) $(value $(v))))

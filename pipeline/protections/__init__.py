@@ -16,6 +16,7 @@ from pipeline.protections.base import Protection
 # name -> module that defines `PROTECTION` (a Protection subclass).
 PROTECTIONS: dict[str, str] = {
     "none": "pipeline.protections.base",
+    "dp": "pipeline.protections.dp",
 }
 
 
