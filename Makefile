@@ -14,7 +14,7 @@ TRAIN_VARS := DATASET PROT MODEL EPOCHS BATCH_SIZE LEARNING_RATE SEED DATA_DIR O
 lower = $(shell echo '$(1)' | tr 'A-Z_' 'a-z-')
 flags = $(foreach v,$(1),$(if $(value $(v)),--$(call lower,$(v)) $(value $(v))))
 
-.PHONY: help venv demo test lint format train bench-train clean
+.PHONY: help venv demo test lint format train bench-train clean bench-dp
 
 help:
 	@echo "make demo                      train on the bundled digits set (creates .venv)"
@@ -55,3 +55,7 @@ bench-train: venv
 
 clean:
 	rm -rf runs results report exports
+
+
+bench-dp: venv
+	$(PY) benchmarks/bench_dp.py $(BENCH_DP_ARGS)

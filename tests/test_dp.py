@@ -156,7 +156,8 @@ def test_noise_has_the_configured_standard_deviation():
     # Zero clip bound: the clipped sum is 0, so the update is noise / batch size.
     update = _one_step_update("fast", 1e-12, noise=1e12)
     flat = np.concatenate([u.ravel() for u in update])
-    assert np.std(flat) == pytest.approx(1e-12 * 1e12 / 16, rel=0.02)
+    # ~2,500 weights: the sample std is within 5% (3.5 standard errors) of the true one.
+    assert np.std(flat) == pytest.approx(1e-12 * 1e12 / 16, rel=0.05)
 
 
 def test_a_trainable_layer_without_registry_function_is_refused_by_name():
