@@ -22,6 +22,7 @@ help:
 	@echo "make train DATASET=mnist PROT=none EPOCHS=50"
 	@echo "make bench-train               pipeline.train epoch time against a bare model.fit"
 	@echo "make lint | format             ruff"
+	@echo "make bench-dp                  DP-SGD epoch time over plain SGD (BENCH_DP_ARGS=--accuracy)"
 
 $(STAMP): requirements.lock pyproject.toml
 	rm -f $(VENV)/.installed-*

@@ -19,6 +19,7 @@ import tensorflow as tf
 from tensorflow_privacy.privacy.fast_gradient_clipping import gradient_clipping_utils
 
 from pipeline.dp import registry as dp_registry
+from pipeline.errors import UsageError
 
 
 def clip_weights(norms: tf.Tensor, l2_norm_clip: float) -> tf.Tensor:
@@ -123,6 +124,9 @@ class FastDPModel(tf.keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(data)
+        if sample_weight is not None:
+            # Weights would scale losses before clipping and change the sensitivity.
+            raise UsageError("fast DP-SGD takes no sample weights; weight by resampling instead")
         grads, norms, logits = self.clipped_gradient_sum(x, y)
 
         # Noise on the sum, then the mean: std C*sigma / denominator, as in Abadi et al. (2016).
