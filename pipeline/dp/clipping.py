@@ -60,24 +60,6 @@ class FastDPModel(tf.keras.Model):
         self.layer_registry = registry or dp_registry.make_registry()
         dp_registry.check_model(self, self.layer_registry)
         self._per_example_loss = None
-        self.__dict__["_noise"] = None
-
-    def _standard_normal_noise(self):
-        """One N(0, 1) draw per trainable weight, flat, generated ahead on tf.data's thread.
-
-        Drawing the noise costs about as much as a plain step of a small model; a prefetching
-        pipeline draws the next step's noise while this step computes. The noise does not
-        depend on the data, so drawing it early changes nothing in the mechanism.
-        """
-        if self._noise is None:
-            with tf.init_scope():  # the iterator must outlive the traced train step
-                size = sum(int(v.shape.num_elements()) for v in self.trainable_variables)
-                ds = tf.data.Dataset.from_tensors(0).repeat()
-                ds = ds.map(lambda _: tf.random.normal([size])).prefetch(2)
-                # Set through __dict__ so that Keras does not track the iterator, which
-                # would put its state into every checkpoint.
-                self.__dict__["_noise"] = iter(ds)
-        return next(self._noise)
 
     def _loss_per_example(self, y, logits):
         if self._per_example_loss is None:
@@ -137,10 +119,8 @@ class FastDPModel(tf.keras.Model):
         )
         stddev = self.l2_norm_clip * self.noise_multiplier
         if stddev > 0:
-            flat = self._standard_normal_noise()
-            sizes = [int(g.shape.num_elements()) for g in grads]
-            noise = tf.split(flat, sizes)
-            grads = [g + stddev * tf.reshape(n, g.shape) for g, n in zip(grads, noise, strict=True)]
+            # One draw per variable: the independent random ops run in parallel.
+            grads = [g + tf.random.normal(tf.shape(g), stddev=stddev) for g in grads]
         noisy = [g / denominator for g in grads]
         self.optimizer.apply_gradients(zip(noisy, self.trainable_variables, strict=True))
 
