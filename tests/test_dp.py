@@ -166,6 +166,11 @@ def test_a_trainable_layer_without_registry_function_is_refused_by_name():
     model = tf.keras.Model(inputs, tf.keras.layers.Dense(10)(tf.keras.layers.Flatten()(x)))
     with pytest.raises(UsageError, match="'depthwise_odd' \\(DepthwiseConv2D\\)"):
         clipping.make_fast_model(model, 1.0, 1.0)
+    shared = tf.keras.layers.Dense(64, name="shared_dense")
+    inputs = tf.keras.Input((64,))
+    twice = tf.keras.Model(inputs, tf.keras.layers.Dense(10)(shared(shared(inputs))))
+    with pytest.raises(UsageError, match="'shared_dense' \\(Dense\\) is called more than once"):
+        clipping.make_fast_model(twice, 1.0, 1.0)
     with pytest.raises(UsageError, match="'bn1_1' \\(BatchNormalization\\)"):
         clipping.make_fast_model(models.build("cnn", (32, 32, 3), 10, False, 0), 1.0, 1.0)
 

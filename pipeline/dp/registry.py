@@ -280,6 +280,12 @@ def check_model(model, registry: layer_registry.LayerRegistry) -> None:
                 "function, so fast DP clipping cannot train it; add one to pipeline/dp/registry.py "
                 "or use DP_IMPL=optimizer"
             )
+        if len(layer.inbound_nodes) > 1:
+            # Its per-example gradient sums over the calls; per-call norms would understate it.
+            raise UsageError(
+                f"layer {layer.name!r} ({type(layer).__name__}) is called more than once; fast DP "
+                "clipping needs each trainable layer called once (use DP_IMPL=optimizer)"
+            )
         if isinstance(layer, tf.keras.layers.Conv2D):
             check_conv2d(layer)
 
