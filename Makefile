@@ -14,14 +14,15 @@ TRAIN_VARS += POLY_MODULUS_DEGREE COEFF_MOD_BIT_SIZES GLOBAL_SCALE_BITS HE_HIDDE
 # PROT=anomaly (docs/anomaly.md)
 TRAIN_VARS += FILTER FEATURES CONTAMINATION SCORE_THRESHOLD N_ESTIMATORS INJECT INJECT_RATE \
 	OOD_SOURCE BRIEF_EPOCHS REFERENCE_MODELS COMPARE
-
 # PROT=adv, PROT=adv-retrain (docs/adversarial.md)
 TRAIN_VARS += ATTACK ADV_EPS ADV_RATIO PGD_STEPS PGD_STEP_SIZE RETRAIN_EPOCHS
+# PROT=dp (docs/dp.md)
+TRAIN_VARS += L2_NORM_CLIP NOISE_MULTIPLIER EPSILON DELTA DP_IMPL SAMPLING MICROBATCHES
 
 lower = $(shell echo '$(1)' | tr 'A-Z_' 'a-z-')
 flags = $(foreach v,$(1),$(if $(value $(v)),--$(call lower,$(v)) $(value $(v))))
 
-.PHONY: help venv demo test lint format train bench-train clean
+.PHONY: help venv demo test lint format train bench-train clean bench-dp
 
 help:
 	@echo "make demo                      the whole experiment on the bundled digits set, ending with report/index.html"
@@ -29,6 +30,7 @@ help:
 	@echo "make train DATASET=mnist PROT=none EPOCHS=50"
 	@echo "make bench-train               pipeline.train epoch time against a bare model.fit"
 	@echo "make lint | format             ruff"
+	@echo "make bench-dp                  DP-SGD epoch time over plain SGD (BENCH_DP_ARGS=--accuracy)"
 
 $(STAMP): requirements.lock pyproject.toml
 	rm -f $(VENV)/.installed-*
@@ -101,3 +103,7 @@ bench-devices: venv  ## board runner against bare runtime loops and OpenVINO's b
 bench-adv: venv
 	$(PY) benchmarks/bench_adv.py $(call flags,DATA_DIR BATCH_SIZE PGD_STEPS) \
 		$(if $(EFFECTIVENESS),--effectiveness)
+
+
+bench-dp: venv
+	$(PY) benchmarks/bench_dp.py $(BENCH_DP_ARGS)

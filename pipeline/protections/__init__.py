@@ -20,6 +20,7 @@ PROTECTIONS: dict[str, str] = {
     "anomaly": "pipeline.protections.anomaly",
     "adv": "pipeline.protections.adversarial",
     "adv-retrain": "pipeline.protections.adversarial_retraining",
+    "dp": "pipeline.protections.dp",
 }
 
 
