@@ -27,7 +27,7 @@ class TrainConfig:
         (he_mlp for PROT=he), else the data set's default (cnn for cifar10).
       epochs: full passes over the training split, >= 1 (50 in the reference experiments).
       batch_size: examples per step, >= 1.
-      learning_rate: > 0; Adam's for unprotected training, SGD's under DP.
+      learning_rate: > 0; None uses the protection's default (Adam's 1e-3; SGD's 0.5 under DP).
       seed: seeds the split, the initial weights and the shuffling.
       data_dir: a local .npz file or folder; None uses Keras' cache.
       out: the folder that holds run folders.
@@ -46,7 +46,7 @@ class TrainConfig:
     model: str = ""
     epochs: int = 50
     batch_size: int = 128
-    learning_rate: float = 1e-3
+    learning_rate: float | None = None
     seed: int = 0
     data_dir: str | None = None
     out: str = "runs"
@@ -71,7 +71,8 @@ class TrainConfig:
             raise choice_error("strategy", self.strategy, STRATEGIES)
         _positive("epochs", self.epochs)
         _positive("batch_size", self.batch_size)
-        _positive("learning_rate", self.learning_rate)
+        if self.learning_rate is not None:
+            _positive("learning_rate", self.learning_rate)
         _positive("replicas", self.replicas)
         if self.train_samples is not None:
             _positive("train_samples", self.train_samples)

@@ -365,7 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="", help="mlp or cnn; default follows the data set")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument(
+        "--learning-rate", type=float, default=None, help="default: the protection's own"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None, help="an .npz file or a folder with the data set")
     p.add_argument("--out", default="runs")

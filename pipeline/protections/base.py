@@ -29,10 +29,16 @@ class Protection:
     dp_ready_model = False
     # The model an empty MODEL selects for this protection; "" follows the data set.
     default_model = ""
+    # The optimizer's step size when LEARNING_RATE is not given (Adam's usual default).
+    default_learning_rate = 1e-3
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.options = cfg.options
+
+    @property
+    def learning_rate(self) -> float:
+        return self.cfg.learning_rate or self.default_learning_rate
 
     # --- configuration ----------------------------------------------------
 
@@ -61,7 +67,7 @@ class Protection:
         import tensorflow as tf
 
         model.compile(
-            optimizer=tf.keras.optimizers.Adam(self.cfg.learning_rate),
+            optimizer=tf.keras.optimizers.Adam(self.learning_rate),
             loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )

@@ -28,9 +28,8 @@ SAMPLINGS = ("shuffle", "poisson")
 DEFAULT_NOISE_MULTIPLIER = 1.1
 DEFAULT_DELTA = 1e-5
 # SGD's step under DP: clipped, noisy, averaged gradients are small, so DP-SGD needs a far
-# larger learning rate than Adam's 1e-3 default; used when LEARNING_RATE is left at that default.
+# larger learning rate than Adam's 1e-3; used when LEARNING_RATE is not given.
 DP_LEARNING_RATE = 0.5
-ADAM_DEFAULT_LEARNING_RATE = 1e-3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +102,7 @@ class DPProtection(Protection):
 
     name = "dp"
     dp_ready_model = True
+    default_learning_rate = DP_LEARNING_RATE
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -114,11 +114,6 @@ class DPProtection(Protection):
             )
         require("tensorflow_privacy", "tensorflow-privacy==0.9.0", "PROT=dp")
         require("dp_accounting", "dp-accounting==0.4.3", "PROT=dp")
-        self.learning_rate = (
-            DP_LEARNING_RATE
-            if cfg.learning_rate == ADAM_DEFAULT_LEARNING_RATE
-            else cfg.learning_rate
-        )
 
     # --- configuration ----------------------------------------------------
 
