@@ -13,7 +13,7 @@ TRAIN_VARS := DATASET PROT MODEL EPOCHS BATCH_SIZE LEARNING_RATE SEED DATA_DIR O
 lower = $(shell echo '$(1)' | tr 'A-Z_' 'a-z-')
 flags = $(foreach v,$(1),$(if $(value $(v)),--$(call lower,$(v)) $(value $(v))))
 
-.PHONY: help venv demo test lint format train bench-train clean
+.PHONY: help venv demo test lint format train bench-train clean export
 
 help:
 	@echo "make demo                      train on the bundled digits set (creates .venv)"
@@ -21,6 +21,7 @@ help:
 	@echo "make train DATASET=mnist PROT=none EPOCHS=50"
 	@echo "make bench-train               pipeline.train epoch time against a bare model.fit"
 	@echo "make lint | format             ruff"
+	@echo "make export TARGET=all DATASET=mnist PROT=none   (or RUN=runs/<name>) -> exports/"
 
 $(STAMP): requirements.lock pyproject.toml
 	rm -f $(VENV)/.installed-*
@@ -54,3 +55,14 @@ bench-train: venv
 
 clean:
 	rm -rf runs results report exports
+
+# Export a trained run (RUN=runs/<name>, or the DATASET/PROT/OUT/RUN_NAME of `make train`) to
+# exports/<run>/<TARGET>/; EXPORTS= changes that folder, QAT=1 adds quantisation-aware training.
+EXPORT_VARS := TARGET CALIBRATION CALIBRATION_SAMPLES QAT_EPOCHS ROBUSTNESS_SAMPLES PGD_STEPS \
+	EPS DATA_DIR
+EXPORT_RUN = $(or $(RUN),$(or $(OUT),runs)/$(or $(RUN_NAME),$(or $(DATASET),digits)-$(or $(PROT),none)))
+
+export: venv
+	$(if $(TARGET),,$(error set TARGET= to tflite, tflite-int8, edgetpu, openvino, onnx, tensorrt or all))
+	$(PY) -m exporters --run $(EXPORT_RUN) --out $(or $(EXPORTS),exports) \
+		$(call flags,$(EXPORT_VARS)) $(if $(filter 1 yes true,$(QAT)),--qat)

@@ -74,7 +74,7 @@ def check_request(args):
         raise UsageError(str(exc)) from None
     if manifest["target"] not in ONNX_TARGETS:
         raise UsageError(
-            "{} holds a {} export; TensorRT builds from a tensorrt or onnx export".format(
+            "{} holds the {} export; TensorRT builds from the tensorrt or onnx export".format(
                 args.export_dir, manifest["target"]
             )
         )
@@ -154,7 +154,9 @@ def build_engine(trt, args, manifest):
     onnx_path = os.path.join(args.export_dir, manifest["model_file"])
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
+    # Explicit batch is required for ONNX before TensorRT 10 and the only mode from 10 on.
+    explicit = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)
+    network = builder.create_network(0 if explicit is None else 1 << int(explicit))
     parser = trt.OnnxParser(network, logger)
     with open(onnx_path, "rb") as f:
         if not parser.parse(f.read()):
@@ -190,11 +192,11 @@ def build_engine(trt, args, manifest):
         )
 
     if args.precision in ("fp16", "int8"):
-        if not builder.platform_has_fast_fp16:
+        if not getattr(builder, "platform_has_fast_fp16", True):
             print("warning: this GPU has no fast FP16; the engine may be slow", file=sys.stderr)
         config.set_flag(trt.BuilderFlag.FP16)  # INT8 layers without int8 kernels fall back to it
     if args.precision == "int8":
-        if not builder.platform_has_fast_int8:
+        if not getattr(builder, "platform_has_fast_int8", True):
             print(
                 "warning: this GPU has no fast INT8 (Jetson Nano); expect no speed-up",
                 file=sys.stderr,

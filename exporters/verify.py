@@ -94,7 +94,7 @@ class Predictor:
                 range(0, len(prepared), batch),
                 desc=self.runtime.split()[0],
                 leave=False,
-                disable=len(prepared) < 2000,
+                disable=True if len(prepared) < 2000 else None,  # None: only on a terminal
             )
         ]
         return np.concatenate(outputs).astype(np.float32)
