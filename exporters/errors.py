@@ -11,7 +11,7 @@ _OP_PATTERNS = (
     re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op"),  # TFLite converter
     re.compile(r"Custom ops: ([\w, ]+)"),  # TFLite converter
     re.compile(r"'tfl\.(\w+)' op"),  # TFLite quantiser
-    re.compile(r"no translator found for operation\(s\): ([\w, ]+)"),  # OpenVINO TF frontend
+    re.compile(r"[Nn]o conversion rule found for operations: ([\w, ]+)"),  # OpenVINO frontend
     re.compile(r"[Uu]nsupported ops: Counter\(\{'(\w+)'"),  # tf2onnx
 )
 

@@ -269,19 +269,6 @@ def test_int8_calibration_on_test_images_is_recorded(mlp, tmp_path):
     assert m["verification"]["agreement"] >= 0.99
 
 
-def test_quantisation_aware_export_records_its_fine_tuning_and_agrees(mlp, tmp_path):
-    # A quarter of the training split keeps the fine-tuning short; the path is the same.
-    splits = mlp.src.splits
-    small = splits.replace(x_train=splits.x_train[:256], y_train=splits.y_train[:256])
-    src = dataclasses.replace(mlp.src, splits=small, cache={})
-    cfg = ExportConfig(run="", target="tflite-int8", out=str(tmp_path), qat=True, **FAST)
-    m = export.export(cfg, src)["tflite-int8"]
-    assert m["calibration"]["qat"] == {"epochs": 1, "learning_rate": 1e-4}
-    assert m["calibration"]["samples"] == 256 and m["calibration"]["reads_training_images"]
-    assert m["input"]["dtype"] == "int8"
-    assert m["verification"]["agreement"] >= 0.99
-
-
 # --- errors -----------------------------------------------------------------------
 
 
@@ -322,16 +309,17 @@ def test_command_line_export_writes_a_verified_folder(digits_run, tmp_path):
     assert sorted(p.name for p in tmp_path.joinpath(run_dir.name).iterdir()) == ["tflite"]
 
 
-def test_unconvertible_operation_names_it_and_the_target_and_keeps_the_earlier_export(
-    mlp, tmp_path
-):
+def test_unconvertible_operation_names_it_and_the_target_and_keeps_the_earlier_export(tmp_path):
     import tensorflow as tf
 
     inputs = tf.keras.Input((8, 8, 1), name="image")
     x = tf.keras.layers.Flatten()(inputs)
     x = tf.keras.layers.Lambda(lambda t: tf.math.erfinv(t * 0.5))(x)  # no TFLite/OpenVINO kernel
     model = tf.keras.Model(inputs, tf.keras.layers.Dense(10)(x))
-    src = dataclasses.replace(mlp.src, name="digits-erfinv", model=model, cache={})
+    splits = data.load("digits")
+    src = source.Source(
+        "digits-erfinv", None, "digits", "none", "mlp", splits.preprocessing, model, splits
+    )
     earlier = tmp_path / "digits-erfinv" / "tflite"
     earlier.mkdir(parents=True)
     (earlier / "manifest.json").write_text("{}")
