@@ -24,6 +24,8 @@ flags = $(foreach v,$(1),$(if $(value $(v)),--$(call lower,$(v)) $(value $(v))))
 
 .PHONY: help venv demo test lint format train bench-train clean bench-dp
 
+.PHONY: help venv demo test lint format train bench-train clean export
+
 help:
 	@echo "make demo                      the whole experiment on the bundled digits set, ending with report/index.html"
 	@echo "make test                      run the test suite (creates .venv)"
@@ -31,6 +33,8 @@ help:
 	@echo "make bench-train               pipeline.train epoch time against a bare model.fit"
 	@echo "make lint | format             ruff"
 	@echo "make bench-dp                  DP-SGD epoch time over plain SGD (BENCH_DP_ARGS=--accuracy)"
+
+	@echo "make export TARGET=all DATASET=mnist PROT=none   (or RUN=runs/<name>) -> exports/"
 
 $(STAMP): requirements.lock pyproject.toml
 	rm -f $(VENV)/.installed-*
@@ -107,3 +111,14 @@ bench-adv: venv
 
 bench-dp: venv
 	$(PY) benchmarks/bench_dp.py $(BENCH_DP_ARGS)
+
+# Export a trained run (RUN=runs/<name>, or the DATASET/PROT/OUT/RUN_NAME of `make train`) to
+# exports/<run>/<TARGET>/; EXPORTS= changes that folder, QAT=1 adds quantisation-aware training.
+EXPORT_VARS := TARGET CALIBRATION CALIBRATION_SAMPLES QAT_EPOCHS ROBUSTNESS_SAMPLES PGD_STEPS \
+	EPS DATA_DIR
+EXPORT_RUN = $(or $(RUN),$(or $(OUT),runs)/$(or $(RUN_NAME),$(or $(DATASET),digits)-$(or $(PROT),none)))
+
+export: venv
+	$(if $(TARGET),,$(error set TARGET= to tflite, tflite-int8, edgetpu, openvino, onnx, tensorrt or all))
+	$(PY) -m exporters --run $(EXPORT_RUN) --out $(or $(EXPORTS),exports) \
+		$(call flags,$(EXPORT_VARS)) $(if $(filter 1 yes true,$(QAT)),--qat)
