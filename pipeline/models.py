@@ -106,7 +106,8 @@ def _cnn(keras, input_shape, num_classes, dp_ready):
                 filters, 3, padding="same", use_bias=True, name=f"conv{block}_{conv}"
             )(x)
             if not dp_ready:
-                x = layers.BatchNormalization(name=f"bn{block}_{conv}")(x)
+                # momentum 0.9: the moving statistics settle within an epoch on small data too.
+                x = layers.BatchNormalization(momentum=0.9, name=f"bn{block}_{conv}")(x)
             x = layers.Activation(activation, name=f"act{block}_{conv}")(x)
         x = layers.MaxPooling2D(2, name=f"pool{block}")(x)  # halves height and width
     x = layers.Flatten()(x)  # (batch, 4*4*256) on 32x32 inputs

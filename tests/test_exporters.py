@@ -329,3 +329,17 @@ def test_unconvertible_operation_names_it_and_the_target_and_keeps_the_earlier_e
             export.export(cfg, src)
     assert sorted(p.name for p in (tmp_path / "digits-erfinv").iterdir()) == ["tflite"]
     assert (earlier / "manifest.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("target", ["tflite", "tflite-int8", "openvino", "onnx"])
+def test_board_runner_reproduces_the_exporters_verified_accuracy(mlp, target, tmp_path):
+    # The exporter's folder, as copied to a board, measured by the board runner.
+    from devices import run_bench
+
+    folder = mlp.root / target
+    argv = [str(folder), "--results", str(tmp_path), "--device-label", "here", "--quiet"]
+    assert run_bench.main([*argv, "--threads", "1"]) == 0
+    result = json.loads(next(tmp_path.glob("here/*.json")).read_text())
+    verified = mlp.manifests[target]["verification"]
+    assert result["samples"] == verified["samples"]
+    assert result["accuracy"] == pytest.approx(verified["accuracy"], abs=1e-9)

@@ -182,3 +182,8 @@ def test_unprotected_training_runs_without_the_protection_libraries(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((tmp_path / "digits-none" / runs.METRICS_FILE).read_text())
     assert "tensorflow-empirical-privacy" in metrics["membership_inference"]["skipped"]
+
+
+def test_json_results_are_readable_by_others(digits_run):
+    run_dir, _ = digits_run
+    assert (run_dir / runs.METRICS_FILE).stat().st_mode & 0o044 == 0o044
