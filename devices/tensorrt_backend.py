@@ -23,7 +23,8 @@ DEVICES = ("GPU", "DLA")
 WORKSPACE_BYTES = 1 << 28
 # int8 calibration: TensorRT's own cache if present, else inputs to calibrate on.
 CALIBRATION_CACHE = "calibration.cache"
-CALIBRATION_DATA = "calibration_data.npz"
+# The exporters ship the representative images as calibration_data.npy (exporters/tensorrt.py).
+CALIBRATION_DATA = "calibration_data.npy"
 
 
 def import_tensorrt():
@@ -147,6 +148,13 @@ class TensorRTBackend(Backend):
         model_file = manifest["model_file"]
         if model_file.endswith((".engine", ".plan")):
             engine_path, built = self.model_path(), False
+        elif (
+            device == "GPU"
+            and max_batch == 1
+            and os.path.isfile(self.model_path("model_{}.engine".format(precision)))
+        ):
+            # Built on this board by devices/build_trt_engine.py.
+            engine_path, built = self.model_path("model_{}.engine".format(precision)), False
         else:
             engine_path = self.model_path(
                 "model.{}.{}.b{}.trt{}.engine".format(
@@ -247,8 +255,7 @@ class TensorRTBackend(Backend):
         data_path = os.path.join(self.export_dir, CALIBRATION_DATA)
         data = None
         if os.path.isfile(data_path):
-            with np.load(data_path) as npz:
-                data = np.ascontiguousarray(npz["x"], dtype=np.float32)
+            data = np.ascontiguousarray(np.load(data_path), dtype=np.float32)
         elif not os.path.isfile(cache_path):
             raise BackendError(
                 "int8 needs {} or {} in the export folder; use --precision fp16".format(
