@@ -100,6 +100,13 @@ class Backend(object):
         return os.path.join(self.export_dir, file_name or self.manifest["model_file"])
 
 
+def cpu_thread_candidates(options, cpu_count):
+    """Thread counts worth timing on a CPU device; other devices have nothing to tune."""
+    if (options.get("device") or "CPU") != "CPU":
+        return [dict(options)]
+    return [dict(options, threads=t) for t in thread_candidates(options.get("threads"), cpu_count)]
+
+
 def thread_candidates(threads, cpu_count):
     """The user's thread count, else one thread and every core (and half of them on 4+ cores).
 
@@ -432,11 +439,7 @@ class OpenVINOBackend(Backend):
 
     @classmethod
     def tuning_candidates(cls, options, cpu_count):
-        if (options.get("device") or "CPU") != "CPU":
-            return [dict(options)]
-        return [
-            dict(options, threads=t) for t in thread_candidates(options.get("threads"), cpu_count)
-        ]
+        return cpu_thread_candidates(options, cpu_count)
 
     def __init__(self, export_dir, manifest, options):
         Backend.__init__(self, export_dir, manifest, options)
@@ -550,11 +553,7 @@ class OnnxRuntimeBackend(Backend):
 
     @classmethod
     def tuning_candidates(cls, options, cpu_count):
-        if (options.get("device") or "CPU") != "CPU":
-            return [dict(options)]
-        return [
-            dict(options, threads=t) for t in thread_candidates(options.get("threads"), cpu_count)
-        ]
+        return cpu_thread_candidates(options, cpu_count)
 
     def __init__(self, export_dir, manifest, options):
         Backend.__init__(self, export_dir, manifest, options)
