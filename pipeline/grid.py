@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline import collect, compare, protections, runs
-from pipeline.errors import OneLineParser, UsageError, run_cli
+from pipeline.errors import OneLineParser, UsageError, choice_error, run_cli
 
 log = logging.getLogger(__name__)
 
@@ -327,6 +327,12 @@ class _Tee(io.TextIOBase):
 # --- command line ---------------------------------------------------------------------------
 
 
+def _check_names(kind: str, names: list[str], valid, shown=None) -> None:
+    for name in names:
+        if name not in valid:
+            raise choice_error(kind, name, list(shown or valid))
+
+
 def _names(values: list[str]) -> list[str]:
     """Accepts "a b", "a,b" and repeated values alike, keeping order and dropping repeats."""
     out = []
@@ -373,24 +379,14 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     args.targets, args.steps = _names(args.targets), _names(args.steps)
     for name in args.datasets:
         data.get_spec(name)
-    known = [*protections.PROTECTIONS, *compare.PROTECTION_ORDER]
-    for prot in args.prots:
-        if prot not in known:
-            raise UsageError(
-                f"unknown protection {prot!r}; choose from: {', '.join(dict.fromkeys(known))}"
-            )
+    known = list(dict.fromkeys([*protections.PROTECTIONS, *compare.PROTECTION_ORDER]))
+    _check_names("protection", args.prots, known)
     if args.targets == ["all"]:
         args.targets = list(EXPORT_TARGETS)
-    for target in args.targets:
-        if target not in EXPORT_TARGETS:
-            raise UsageError(
-                f"unknown target {target!r}; choose from: all, {', '.join(EXPORT_TARGETS)}"
-            )
+    _check_names("target", args.targets, EXPORT_TARGETS, ["all", *EXPORT_TARGETS])
     if args.steps == ["all"]:
         args.steps = list(STEPS)
-    for step in args.steps:
-        if step not in STEPS:
-            raise UsageError(f"unknown step {step!r}; choose from: all, {', '.join(STEPS)}")
+    _check_names("step", args.steps, STEPS, ["all", *STEPS])
     if args.epochs < 1:
         raise UsageError(f"Expected epochs > 0, got epochs={args.epochs}")
     if args.bench_limit is not None and args.bench_limit < 1:
